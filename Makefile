@@ -1,0 +1,58 @@
+# aicmo: every day-to-day command. `make help` lists them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test test-fast lint bench chaos migrate worker beat flower up down clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+install: $(PY)  ## create .venv and install aicmo with its dev tools
+	$(PY) -m pip install --quiet -e ".[dev]"
+
+demo: install  ## run the whole flow on the embedded default (SQLite + file transport)
+	$(BIN)/aicmo demo
+
+test:  ## the whole suite (needs PostgreSQL and Redis on localhost)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast:  ## unit tests only
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint:  ## ruff and mypy
+	$(BIN)/ruff check aicmo tasks tests migrations beat_schedule.py
+	$(BIN)/ruff format --check aicmo tasks migrations beat_schedule.py
+	$(BIN)/mypy
+
+bench:  ## benchmarks against plain Celery (writes BENCHMARKS.md)
+	$(PY) -m tests.benchmarks $(BENCH_ARGS)
+
+chaos:  ## the fault-injection suite
+	$(BIN)/pytest tests/chaos $(PYTEST_ARGS)
+
+migrate:  ## apply the Alembic migrations to AICMO_DATABASE_URL
+	$(BIN)/alembic -c migrations/alembic.ini upgrade head
+
+worker:  ## a Celery worker
+	$(BIN)/celery -A tasks worker -l INFO -c 2
+
+beat:  ## Celery beat (sweeper, campaign ticks, daily metrics)
+	$(BIN)/celery -A tasks beat -l INFO -s var/celerybeat-schedule
+
+flower:  ## Flower on http://localhost:5555
+	$(BIN)/celery -A tasks flower --port=5555
+
+up:  ## the production-shaped stack in Docker (redis, postgres, worker, beat, flower)
+	docker compose up -d --build
+
+down:  ## stop it
+	docker compose down
+
+clean:  ## remove the embedded database, broker folder and artifacts
+	rm -rf var
