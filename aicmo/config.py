@@ -1,0 +1,369 @@
+"""Every knob of aicmo, read from the environment (prefix ``AICMO_``).
+
+The defaults are the embedded ones: a SQLite file and kombu's filesystem transport under
+``./var``, so a fresh clone runs the demo with no server. Production sets
+``AICMO_DATABASE_URL=postgresql+psycopg://...`` and ``AICMO_BROKER_URL=redis://...``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    # hide_input_in_errors: a bad value must not echo a secret (hook URL, key) into a traceback.
+    model_config = SettingsConfigDict(
+        env_prefix="AICMO_", extra="ignore", hide_input_in_errors=True
+    )
+
+    # -- where things live ---------------------------------------------------------------
+    database_url: str = Field(
+        default="sqlite:///var/aicmo.db",
+        description="SQLAlchemy URL; postgresql+psycopg://... in production.",
+    )
+    broker_url: str = Field(
+        default="filesystem://",
+        description="Celery broker; redis://host:6379/0 in production.",
+    )
+    broker_dir: Path = Field(
+        default=Path("var/broker"),
+        description="Folder of the filesystem transport (embedded default only).",
+    )
+    broker_polling_interval: float = Field(
+        default=0.02,
+        gt=0,
+        description="Seconds between polls of the filesystem transport (kombu's default 1 s "
+        "gives about 2 tasks/s).",
+    )
+    broker_visibility_timeout_seconds: int = Field(
+        default=3600,
+        gt=0,
+        description="Redis visibility timeout; must stay far above dispatch_horizon_seconds.",
+    )
+    database_pre_ping: bool = Field(
+        default=False,
+        description="Test each pooled PostgreSQL connection before use (a round trip per "
+        "transaction); without it the first use after a database restart fails once.",
+    )
+    task_events: bool = Field(
+        default=True,
+        description="Workers send task events (Flower needs them). They cost the worker's "
+        "main process about three Redis publishes per task; Flower can also switch them on "
+        "at run time.",
+    )
+    celery_app: str = Field(
+        default="tasks",
+        description="Module that builds the Celery app and installs the dispatcher.",
+    )
+    action_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["aicmo.orchestration.adapters"],
+        description="Modules imported to fill the action registry (comma list or JSON).",
+    )
+
+    # -- behaviour -----------------------------------------------------------------------
+    proof_mode: bool = Field(
+        default=True,
+        description="Proof mode writes artifacts instead of calling real providers.",
+    )
+    artifact_dir: Path = Field(default=Path("var/artifacts"))
+    max_payload_bytes: int = Field(default=256 * 1024, gt=0)
+    dispatch_horizon_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Actions due later than this stay PENDING in the database; no countdown "
+        "sent to the broker ever exceeds it.",
+    )
+    resend_grace_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A READY/RETRY action whose message was due this long ago and is still "
+        "unclaimed is re-sent by the sweeper (when its queue is empty).",
+    )
+    lease_margin_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A claim's lease is the type's hard time limit plus this margin.",
+    )
+    sweep_batch_size: int = Field(default=5000, gt=0)
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+
+    # -- default retry policy (a type may declare its own) ------------------------------
+    retry_max_attempts: int = Field(default=5, ge=1)
+    retry_base_delay_seconds: float = Field(default=2.0, ge=0)
+    retry_max_delay_seconds: float = Field(default=600.0, ge=0)
+    retry_jitter: float = Field(default=0.2, ge=0, le=1)
+
+    # -- observability -------------------------------------------------------------------
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    # -- operations (the aicmo command, health checks) ------------------------------------
+    health_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="How long `aicmo health` waits for the broker and for workers to answer.",
+    )
+    health_max_sweep_age_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="`aicmo health` reports beat as down when the last sweep is older than "
+        "this (beat sends aol.sweep every sweep_interval_seconds).",
+    )
+
+    @field_validator("action_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def is_filesystem_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem")
+
+    # -- gateways and LLM ------------------------------------------------------------------
+    # Live mode only: proof mode never reaches a provider. Secrets are SecretStr so they never
+    # show in a repr; the gateways register them with aicmo.orchestration.redaction.
+    rate_limit_url: str | None = Field(
+        default=None,
+        description="Where the global rate-limit buckets and LLM budgets live: redis://... "
+        "(shared by every worker on every host) or file:///path (one host, flock). Default: "
+        "AICMO_BROKER_URL when it is Redis, else file var/ratelimits.json.",
+    )
+    rate_limit_max_wait_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="A send waits this long at most for room in its bucket; a longer wait "
+        "becomes a RETRY due when the bucket has room.",
+    )
+    smtp_host: str | None = Field(default=None, description="Set it to send email in live mode.")
+    smtp_port: int | None = Field(
+        default=None, gt=0, lt=65536, description="Default: 587 starttls, 465 ssl, 25 none."
+    )
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = Field(
+        default=None, description="CA bundle that signs the server's certificate (default: system)."
+    )
+    smtp_timeout_seconds: float = Field(default=20.0, gt=0, description="Per SMTP operation.")
+    smtp_requests_per_minute: float | None = Field(
+        default=None, gt=0, description="Global send rate per SMTP host (unset: unlimited)."
+    )
+    smtp_burst: int = Field(default=5, ge=1)
+    email_from: str | None = Field(
+        default=None, description="From address when a SEND_EMAIL payload gives none."
+    )
+    social_webhook_urls: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='JSON {"linkedin": "https://hooks...", "*": "..."}: where POST_SOCIAL posts '
+        'per platform ("*": any other). Hook URLs often embed a token, so they are secrets.',
+    )
+    social_webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key: requests carry X-Aicmo-Signature."
+    )
+    social_webhook_token: SecretStr | None = Field(
+        default=None, description="Sent as Authorization: Bearer <token>."
+    )
+    social_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    social_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="Hard limit on one whole webhook call."
+    )
+    social_requests_per_minute: float | None = Field(
+        default=30.0, gt=0, description="Global post rate per platform (unset: unlimited)."
+    )
+    social_burst: int = Field(default=5, ge=1)
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible API root, e.g. https://api.openai.com/v1. Unset: no LLM, "
+        "drafts come from templates.",
+    )
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_system_prompt: str = "You write short, friendly, specific B2B outreach messages."
+    llm_temperature: float = Field(default=0.7, ge=0, le=2)
+    llm_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    llm_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Hard limit on one whole generate() call: rate-limit wait, retries, all.",
+    )
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_retry_base_delay_seconds: float = Field(default=1.0, ge=0)
+    llm_rate_limit_key: str | None = Field(
+        default=None, description="Bucket name for the provider (default: the base URL's host)."
+    )
+    llm_requests_per_minute: float | None = Field(default=60.0, gt=0)
+    llm_burst_requests: int = Field(default=10, ge=1)
+    llm_tokens_per_minute: int | None = Field(default=100_000, gt=0)
+    llm_daily_token_budget: int | None = Field(default=None, ge=0, description="All campaigns.")
+    llm_campaign_daily_token_budget: int | None = Field(default=None, ge=0)
+    llm_daily_budget_usd: float | None = Field(default=None, ge=0)
+    llm_campaign_daily_budget_usd: float | None = Field(default=None, ge=0)
+    llm_usd_per_1k_prompt_tokens: float = Field(default=0.0, ge=0)
+    llm_usd_per_1k_completion_tokens: float = Field(default=0.0, ge=0)
+
+    @field_validator("social_webhook_urls", mode="after")
+    @classmethod
+    def _check_webhooks(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        checked: dict[str, SecretStr] = {}
+        for platform, url in value.items():
+            # The URL is a secret: name the platform, never the value.
+            if not url.get_secret_value().startswith(("http://", "https://")):
+                raise ValueError(f"the webhook URL for {platform!r} must be http:// or https://")
+            checked[platform.strip().lower()] = url
+        return checked
+
+    @model_validator(mode="after")
+    def _check_gateways(self) -> Settings:
+        if self.rate_limit_url and not self.rate_limit_url.startswith(
+            ("redis://", "rediss://", "unix://", "file://")
+        ):
+            raise ValueError("AICMO_RATE_LIMIT_URL must be redis://, rediss://, unix:// or file://")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("set both AICMO_SMTP_USERNAME and AICMO_SMTP_PASSWORD, or neither")
+        if self.smtp_host and self.smtp_ca_file and not self.smtp_ca_file.is_file():
+            raise ValueError(f"AICMO_SMTP_CA_FILE {self.smtp_ca_file} is not a file")
+        if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
+            raise ValueError("AICMO_LLM_BASE_URL must be http:// or https://")
+        priced = self.llm_usd_per_1k_prompt_tokens or self.llm_usd_per_1k_completion_tokens
+        if (self.llm_daily_budget_usd or self.llm_campaign_daily_budget_usd) and not priced:
+            raise ValueError(
+                "a USD budget needs AICMO_LLM_USD_PER_1K_PROMPT_TOKENS and/or "
+                "AICMO_LLM_USD_PER_1K_COMPLETION_TOKENS to count spend"
+            )
+        return self
+
+    # -- campaigns -------------------------------------------------------------------------
+    cam_tick_lease_seconds: float = Field(
+        default=330.0,
+        gt=0,
+        description="Campaign lease of a tick called directly (CAMPAIGN_TICK uses its hard time "
+        "limit plus lease_margin_seconds). An expired lease is taken over by the next tick.",
+    )
+    cam_draft_timeout_seconds: float = Field(
+        default=45.0,
+        gt=0,
+        description="A draft waits this long for the LLM before using the step's template.",
+    )
+    cam_draft_max_llm_failures: int = Field(
+        default=2,
+        ge=1,
+        description="After this many LLM failures in one tick, the rest of it uses templates.",
+    )
+    cam_from_address: str = Field(
+        default="aicmo@example.com", description="From address of campaigns that set none."
+    )
+    cam_webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='JSON {"typeform": "secret"}: HMAC-SHA256 key of each lead webhook source.',
+    )
+    cam_webhook_tolerance_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A webhook whose signed timestamp is further from now than this is refused.",
+    )
+    cam_webhook_max_bytes: int = Field(default=256 * 1024, gt=0)
+    cam_capture_batch_size: int = Field(
+        default=500, ge=1, le=1000, description="Leads per CAMPAIGN_CAPTURE_LEADS action."
+    )
+    cam_lead_import_dir: Path | None = Field(
+        default=None,
+        description="When set, FETCH_LEADS reads CSV files only from inside this folder.",
+    )
+
+    # -- beat ------------------------------------------------------------------------------
+    beat_queue: str | None = Field(
+        default=None,
+        description="Queue of beat's own tasks (aol.sweep, cam.*, aol.purge); default: the "
+        "actions' default queue. A dedicated queue keeps them from waiting behind a backlog.",
+    )
+    beat_ticks_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often beat sends cam.schedule_ticks."
+    )
+    beat_metrics_interval_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="How often beat sends cam.schedule_daily_metrics (it only has to run once "
+        "per local day: each day's fetch waits PENDING for the day's end).",
+    )
+    beat_catch_up: Literal["latest", "none"] = Field(
+        default="latest",
+        description="Slots missed by more than the tolerance (beat down): 'latest' runs only "
+        "the latest one, once; 'none' skips them and the campaign resumes at its next slot.",
+    )
+    beat_catch_up_tolerance_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A slot the fan-out sees within this long after its time is on time and "
+        "always enqueued; at least twice the ticks interval.",
+    )
+    beat_metrics_lookback_days: int = Field(
+        default=2,
+        ge=1,
+        le=7,
+        description="Past local days (not before the campaign was created) whose metrics the "
+        "fan-out makes sure exist: days missed while beat was down are fetched once.",
+    )
+    retention_days: float = Field(
+        default=30.0,
+        ge=8,
+        description="aol.purge deletes terminal actions (and their logs) finished longer ago. "
+        "At least 8: beat re-asserts keys up to 7 days old, and a purged key can be reused.",
+    )
+    purge_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    purge_max_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="One aol.purge run stops after this long (the next goes on).",
+    )
+    purge_at_utc: str = Field(
+        default="03:17",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="Daily UTC time (HH:MM) at which beat sends aol.purge.",
+    )
+    # Tests only: an accelerated clock for the fan-out (virtual = virtual_start + (real -
+    # real_start) * speed). Unset in production: the fan-out uses the real time.
+    beat_test_clock_real_start: datetime | None = None
+    beat_test_clock_virtual_start: datetime | None = None
+    beat_test_clock_speed: float = Field(default=1.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _check_beat(self) -> Settings:
+        speed = self.beat_test_clock_speed if self.beat_test_clock_real_start else 1.0
+        ticks_virtual = self.beat_ticks_interval_seconds * speed
+        if self.beat_catch_up_tolerance_seconds < 2 * ticks_virtual:
+            raise ValueError(
+                "AICMO_BEAT_CATCH_UP_TOLERANCE_SECONDS must be at least twice "
+                "AICMO_BEAT_TICKS_INTERVAL_SECONDS, or a late fan-out would skip slots"
+            )
+        clock = (self.beat_test_clock_real_start, self.beat_test_clock_virtual_start)
+        if (clock[0] is None) != (clock[1] is None):
+            raise ValueError("set both AICMO_BEAT_TEST_CLOCK_REAL_START and _VIRTUAL_START")
+        if any(t is not None and t.tzinfo is None for t in clock):
+            raise ValueError("AICMO_BEAT_TEST_CLOCK_* times need a timezone")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings (tests and CLI options change the environment)."""
+    get_settings.cache_clear()
+    return get_settings()
