@@ -1,0 +1,290 @@
+"""The campaign action types: CAMPAIGN_TICK, CAMPAIGN_PUBLISH, CAMPAIGN_FETCH_METRICS and
+CAMPAIGN_CAPTURE_LEADS.
+
+Each validates its payload and hands the work to ``aicmo.cam``; this module adds the I/O
+with the outside world (email and social gateways, the metrics source). Keys, set by the
+callers in ``aicmo.cam``: ``cam_tick:{campaign_id}:{slot_utc_iso}``,
+``cam_publish:{message_id}``, ``cam_metrics:{campaign_id}:{date}``,
+``cam_leads:{source}:{event_id}``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy.orm import Session
+
+from aicmo.cam import keys, leads, metrics, orchestrator, publishing
+from aicmo.cam.campaigns import EMAIL, get_campaign
+from aicmo.cam.leads import MAX_LEADS_PER_CAPTURE, SOURCE_PATTERN
+from aicmo.cam.models import CampaignMode
+from aicmo.db import utcnow
+from aicmo.gateways.factory import email_sender, social_poster
+from aicmo.gateways.metrics import metrics_source
+from aicmo.gateways.ports import OutgoingEmail, SendResult, SocialPost
+from aicmo.orchestration.adapters._common import artifact_fields, context_for
+from aicmo.orchestration.context import ActionContext
+from aicmo.orchestration.errors import PermanentError, RealRunUnconfigured
+from aicmo.orchestration.registry import registry
+from aicmo.orchestration.retry import RetryPolicy
+
+__all__ = [
+    "CampaignCaptureLeadsPayload",
+    "CampaignFetchMetricsPayload",
+    "CampaignPublishPayload",
+    "CampaignTickPayload",
+    "campaign_capture_leads",
+    "campaign_fetch_metrics",
+    "campaign_publish",
+    "campaign_tick",
+    "handle_campaign_capture_leads",
+    "handle_campaign_fetch_metrics",
+    "handle_campaign_publish",
+    "handle_campaign_tick",
+]
+
+Id = Annotated[int, Field(gt=0, lt=2**63)]
+
+
+class CampaignTickPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: Id
+    slot: AwareDatetime | None = None  # the cadence slot beat enqueued it for (recorded)
+
+
+class CampaignPublishPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: Id
+
+
+class CampaignFetchMetricsPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: Id
+    date: dt.date  # the campaign's local date
+
+
+class CampaignCaptureLeadsPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    campaign_id: Id
+    source: Annotated[str, StringConstraints(pattern=SOURCE_PATTERN)]
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=160)] | None = None
+    # Each lead is validated on its own by the handler: one bad lead is reported, not fatal.
+    leads: list[Any] = Field(min_length=1, max_length=MAX_LEADS_PER_CAPTURE)
+
+
+# -- CAMPAIGN_TICK -------------------------------------------------------------------------
+
+
+@registry.action(
+    keys.TICK,
+    payload=CampaignTickPayload,
+    retry=RetryPolicy(max_attempts=3, base_delay=10, max_delay=120),
+    soft_time_limit=240,
+    time_limit=300,
+)
+def campaign_tick(ctx: ActionContext, payload: CampaignTickPayload) -> dict[str, Any]:
+    """Run one tick of a campaign: draft due steps, queue approved messages."""
+    # The campaign lease outlives the action's own lease: by then the worker is gone.
+    lease = registry.get(keys.TICK).lease_seconds()
+    result = orchestrator.tick(
+        ctx.session,
+        payload.campaign_id,
+        utcnow(),
+        lease_seconds=lease,
+        action_id=ctx.action_id,
+        slot=payload.slot,
+    )
+    return result.as_dict()
+
+
+# -- CAMPAIGN_PUBLISH ----------------------------------------------------------------------
+
+
+@registry.action(
+    keys.PUBLISH,
+    payload=CampaignPublishPayload,
+    retry=RetryPolicy(max_attempts=6, base_delay=10, max_delay=1800),
+    soft_time_limit=60,
+    time_limit=90,
+)
+def campaign_publish(ctx: ActionContext, payload: CampaignPublishPayload) -> dict[str, Any]:
+    """Publish one APPROVED outreach message (the review gate)."""
+    job = publishing.open_publish(
+        ctx.session, payload.message_id, ctx.action_id, utcnow(), ctx.proof_mode
+    )
+    message, lead = job.message, job.lead
+    sent: SendResult
+    if message.channel == EMAIL:
+        if not lead.email:
+            raise PermanentError(f"lead {lead.id} has no email address for message {message.id}")
+        sender = email_sender(job.proof_mode, ctx.artifacts)
+        sent = sender.send(
+            OutgoingEmail(
+                to=lead.email,
+                subject=message.subject or job.campaign.name,
+                body=message.body,
+                from_address=job.from_address,
+                headers={
+                    "X-Aicmo-Campaign": str(job.campaign.id),
+                    "X-Aicmo-Message": str(message.id),
+                },
+            ),
+            ctx.idempotency_key,
+        )
+    else:
+        poster = social_poster(message.channel, job.proof_mode, ctx.artifacts)
+        sent = poster.post(
+            SocialPost(message.channel, message.body, lead.linkedin_url or lead.display_name),
+            ctx.idempotency_key,
+        )
+    publishing.record_published(ctx.session, job, sent.external_id, ctx.action_id, utcnow())
+    return {
+        "message_id": message.id,
+        "campaign_id": job.campaign.id,
+        "lead_id": lead.id,
+        "channel": message.channel,
+        "external_id": sent.external_id,
+        "proof_mode": job.proof_mode,
+    }
+
+
+# -- CAMPAIGN_FETCH_METRICS ----------------------------------------------------------------
+
+
+@registry.action(
+    keys.FETCH_METRICS,
+    payload=CampaignFetchMetricsPayload,
+    retry=RetryPolicy(max_attempts=5, base_delay=30, max_delay=1800),
+    soft_time_limit=120,
+    time_limit=150,
+)
+def campaign_fetch_metrics(
+    ctx: ActionContext, payload: CampaignFetchMetricsPayload
+) -> dict[str, Any]:
+    """Collect one campaign's metrics for one local date (upserted)."""
+    campaign = get_campaign(ctx.session, payload.campaign_id)
+    proof = ctx.proof_mode or campaign.mode == CampaignMode.PROOF
+    channels = list(campaign.channels)
+
+    def external(campaign_id: int, day: dt.date, internal: Mapping[str, int]) -> dict[str, Any]:
+        reported: dict[str, Any] = {}
+        for channel in channels:
+            try:
+                source = metrics_source(channel, proof, ctx.artifacts)
+            except RealRunUnconfigured as exc:
+                # Our own counts are worth keeping without a provider's numbers.
+                reported[channel] = {"source": "unconfigured", "error": str(exc)}
+                continue
+            report = source.fetch(campaign_id, day, ctx.idempotency_key)
+            reported[channel] = {"source": report.source, "metrics": dict(report.metrics)}
+        return reported
+
+    row = metrics.collect(
+        ctx.session,
+        payload.campaign_id,
+        payload.date,
+        external=external,
+        action_id=ctx.action_id,
+    )
+    return {
+        "campaign_id": row.campaign_id,
+        "date": row.metric_date.isoformat(),
+        "leads_captured": row.leads_captured,
+        "messages_drafted": row.messages_drafted,
+        "messages_approved": row.messages_approved,
+        "messages_rejected": row.messages_rejected,
+        "messages_published": row.messages_published,
+        "messages_failed": row.messages_failed,
+        "by_channel": row.by_channel,
+        "external": row.external,
+    }
+
+
+# -- CAMPAIGN_CAPTURE_LEADS ----------------------------------------------------------------
+
+
+@registry.action(
+    keys.CAPTURE_LEADS,
+    payload=CampaignCaptureLeadsPayload,
+    retry=RetryPolicy(max_attempts=5, base_delay=5, max_delay=600),
+    soft_time_limit=120,
+    time_limit=150,
+)
+def campaign_capture_leads(
+    ctx: ActionContext, payload: CampaignCaptureLeadsPayload
+) -> dict[str, Any]:
+    """Ingest leads: validate each, merge duplicates by identity hash, report the invalid."""
+    report = leads.capture(ctx.session, payload.campaign_id, payload.source, payload.leads)
+    return {
+        "campaign_id": payload.campaign_id,
+        "source": payload.source,
+        "event_id": payload.event_id,
+        **report.as_dict(),
+    }
+
+
+# -- the seed's entry points: run a handler for an existing action in a given session -------
+
+
+def _direct(
+    session: Session,
+    action_id: int,
+    payload: dict[str, Any] | BaseModel,
+    proof_mode: bool,
+    model: type[BaseModel],
+    handler: Any,
+) -> dict[str, Any]:
+    checked = model.model_validate(
+        payload.model_dump() if isinstance(payload, BaseModel) else payload
+    )
+    ctx = context_for(session, action_id, proof_mode)
+    result: dict[str, Any] = handler(ctx, checked) or {}
+    return {**result, **artifact_fields(ctx.artifacts.written)}
+
+
+def handle_campaign_tick(
+    session: Session, action_id: int, payload: dict[str, Any], proof_mode: bool = False
+) -> dict[str, Any]:
+    return _direct(session, action_id, payload, proof_mode, CampaignTickPayload, campaign_tick)
+
+
+def handle_campaign_publish(
+    session: Session, action_id: int, payload: dict[str, Any], proof_mode: bool = False
+) -> dict[str, Any]:
+    """Live mode with no configured gateway raises ``RealRunUnconfigured``."""
+    return _direct(
+        session, action_id, payload, proof_mode, CampaignPublishPayload, campaign_publish
+    )
+
+
+def handle_campaign_fetch_metrics(
+    session: Session, action_id: int, payload: dict[str, Any], proof_mode: bool = False
+) -> dict[str, Any]:
+    return _direct(
+        session,
+        action_id,
+        payload,
+        proof_mode,
+        CampaignFetchMetricsPayload,
+        campaign_fetch_metrics,
+    )
+
+
+def handle_campaign_capture_leads(
+    session: Session, action_id: int, payload: dict[str, Any], proof_mode: bool = False
+) -> dict[str, Any]:
+    return _direct(
+        session,
+        action_id,
+        payload,
+        proof_mode,
+        CampaignCaptureLeadsPayload,
+        campaign_capture_leads,
+    )

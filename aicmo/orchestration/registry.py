@@ -1,0 +1,133 @@
+"""The action registry: each action type is declared once, here, by the module that owns it.
+
+An entry names the type, its pydantic payload model, its handler, its retry policy, its
+time limits and its queue. The Celery layer (``tasks/``) turns every entry into one task
+``aol.<TYPE>``; the queue validates enqueues against it. The registry never imports the
+modules that fill it: it imports the modules named by ``AICMO_ACTION_MODULES`` on first use,
+as Celery does with ``imports``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from aicmo.config import get_settings
+from aicmo.orchestration.errors import UnknownActionType
+from aicmo.orchestration.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from aicmo.orchestration.context import ActionContext
+
+Handler = Callable[["ActionContext", Any], dict[str, Any] | None]
+
+DEFAULT_QUEUE = "aol"
+TASK_NAME_PREFIX = "aol."
+
+
+@dataclass(frozen=True)
+class ActionType:
+    name: str
+    payload_model: type[BaseModel]
+    handler: Handler
+    retry: RetryPolicy = field(default_factory=RetryPolicy.from_settings)
+    soft_time_limit: float = 240.0
+    time_limit: float = 300.0
+    queue: str = DEFAULT_QUEUE
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum() or not self.name.isupper():
+            raise ValueError(f"action type names are UPPER_SNAKE_CASE, got {self.name!r}")
+        if self.soft_time_limit >= self.time_limit:
+            raise ValueError(f"{self.name}: soft_time_limit must be below time_limit")
+
+    @property
+    def task_name(self) -> str:
+        return TASK_NAME_PREFIX + self.name
+
+    def lease_seconds(self) -> float:
+        # Celery's hard time limit kills the run before the lease ends, so an expired lease
+        # means the run is over (the process died or was killed), never still writing.
+        return self.time_limit + get_settings().lease_margin_seconds
+
+
+class ActionRegistry:
+    def __init__(self) -> None:
+        self._types: dict[str, ActionType] = {}
+        self._autoloaded = False
+        self._lock = threading.Lock()
+
+    def register(self, action_type: ActionType, *, replace: bool = False) -> ActionType:
+        existing = self._types.get(action_type.name)
+        if existing is not None and not replace and existing.handler is not action_type.handler:
+            raise ValueError(f"action type {action_type.name} is already registered")
+        self._types[action_type.name] = action_type
+        return action_type
+
+    def action(
+        self,
+        name: str,
+        *,
+        payload: type[BaseModel],
+        retry: RetryPolicy | None = None,
+        soft_time_limit: float = 240.0,
+        time_limit: float = 300.0,
+        queue: str = DEFAULT_QUEUE,
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form: ``@registry.action("POST_SOCIAL", payload=PostSocialPayload)``."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.register(
+                ActionType(
+                    name=name,
+                    payload_model=payload,
+                    handler=handler,
+                    retry=retry or RetryPolicy.from_settings(),
+                    soft_time_limit=soft_time_limit,
+                    time_limit=time_limit,
+                    queue=queue,
+                    description=(handler.__doc__ or "").strip().split("\n")[0],
+                )
+            )
+            return handler
+
+        return decorate
+
+    def autoload(self) -> None:
+        """Import the modules that declare action types (once per process)."""
+        with self._lock:
+            if self._autoloaded:
+                return
+            self._autoloaded = True
+        for module in get_settings().action_modules:
+            importlib.import_module(module)
+
+    def get(self, name: str) -> ActionType:
+        found = self._types.get(name)
+        if found is None:
+            self.autoload()
+            found = self._types.get(name)
+        if found is None:
+            raise UnknownActionType(name, list(self._types))
+        return found
+
+    def names(self) -> list[str]:
+        self.autoload()
+        return sorted(self._types)
+
+    def __iter__(self) -> Iterator[ActionType]:
+        self.autoload()
+        return iter(sorted(self._types.values(), key=lambda t: t.name))
+
+    def __contains__(self, name: object) -> bool:
+        self.autoload()
+        return name in self._types
+
+
+registry = ActionRegistry()

@@ -1,0 +1,362 @@
+"""The worker's hot path in SQL: one statement per transition.
+
+Every action costs a claim and an outcome. On PostgreSQL each is a single statement (a
+data-modifying CTE: the state change and its execution-log row together), and the claim and
+failure statements run in autocommit, so one round trip each. SQLite has no data-modifying
+CTEs: there the same two writes run as two statements in one short transaction.
+
+Plain ``text()`` statements, compiled once: the ORM's unit of work is measurable overhead here
+and buys nothing for single-row updates by primary key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, TextClause, bindparam, text
+
+from aicmo.db import JSONType, UTCDateTime
+from aicmo.orchestration.status import LogEvent
+
+_TIMES = ("now", "lease", "due", "not_before", "queued_at", "finished_at")
+
+
+def _sql(statement: str, **columns: Any) -> TextClause:
+    clause = text(statement)
+    params: list[Any] = [
+        bindparam(name, type_=UTCDateTime()) for name in _TIMES if f":{name}" in statement
+    ]
+    if ":result" in statement:
+        params.append(bindparam("result", type_=JSONType))
+    if params:
+        clause = clause.bindparams(*params)
+    if columns:
+        return clause.columns(**columns)  # type: ignore[return-value]
+    return clause
+
+
+_CLAIM_WHERE = """
+    WHERE id = :id AND action_type = :action_type
+      AND status IN ('READY', 'RETRY') AND not_before_utc <= :due
+      AND NOT EXISTS (SELECT 1 FROM aol_control WHERE enabled AND name IN ('pause', :pause_name))
+"""
+_CLAIM_SET = """
+    UPDATE aol_actions SET status = 'RUNNING', attempts = attempts + 1, claimed_by = :token,
+        started_at_utc = :now, finished_at_utc = NULL, lease_expires_at_utc = :lease,
+        updated_at_utc = :now
+"""
+_CLAIM_RETURNING = (
+    "RETURNING id, idempotency_key, payload_json, attempts, max_attempts, not_before_utc,"
+    " created_at_utc"
+)
+_CLAIM_COLUMNS = {
+    "payload_json": JSONType,
+    "not_before_utc": UTCDateTime(),
+    "created_at_utc": UTCDateTime(),
+}
+
+CLAIM_PG = _sql(
+    f"""
+    WITH claimed AS ({_CLAIM_SET} {_CLAIM_WHERE} {_CLAIM_RETURNING}),
+    logged AS (
+        INSERT INTO aol_execution_logs (action_id, event, attempt, worker, created_at_utc)
+        SELECT id, '{LogEvent.CLAIMED.value}', attempts, :token, :now FROM claimed
+    )
+    SELECT * FROM claimed
+    """,
+    **_CLAIM_COLUMNS,
+)
+CLAIM_SQLITE = _sql(f"{_CLAIM_SET} {_CLAIM_WHERE} {_CLAIM_RETURNING}", **_CLAIM_COLUMNS)
+
+_LOG_COLUMNS = (
+    "action_id, event, attempt, worker, duration_ms, error, artifact_ref, artifact_sha256,"
+    " details_json, created_at_utc"
+)
+_LOG_VALUES = (
+    ":event, :attempt, :token, :duration_ms, :error, :artifact_ref, :artifact_sha256,"
+    " :details, :now"
+)
+INSERT_LOG = _sql(f"INSERT INTO aol_execution_logs ({_LOG_COLUMNS}) VALUES (:id, {_LOG_VALUES})")
+# In INSERT .. SELECT, PostgreSQL types untyped parameters as text: cast them.
+_LOG_VALUES_PG = (
+    "CAST(:event AS VARCHAR), CAST(:attempt AS INTEGER), CAST(:token AS VARCHAR),"
+    " CAST(:duration_ms AS DOUBLE PRECISION), CAST(:error AS TEXT),"
+    " CAST(:artifact_ref AS TEXT), CAST(:artifact_sha256 AS VARCHAR),"
+    " CAST(:details AS JSONB), CAST(:now AS TIMESTAMPTZ)"
+)
+
+_SUCCESS_SET = """
+    UPDATE aol_actions SET status = 'SUCCESS', result_json = :result, last_error = NULL,
+        finished_at_utc = :now, lease_expires_at_utc = NULL, updated_at_utc = :now
+    WHERE id = :id AND status = 'RUNNING' AND claimed_by = :token
+    RETURNING id
+"""
+SUCCESS_PG = _sql(
+    f"""
+    WITH done AS ({_SUCCESS_SET})
+    INSERT INTO aol_execution_logs ({_LOG_COLUMNS})
+    SELECT id, {_LOG_VALUES_PG} FROM done
+    RETURNING action_id
+    """
+)
+SUCCESS_SQLITE = _sql(_SUCCESS_SET)
+
+_FAILURE_SET = """
+    UPDATE aol_actions SET status = :status, last_error = :error, lease_expires_at_utc = NULL,
+        attempts = attempts - :refund,
+        updated_at_utc = :now, finished_at_utc = :finished_at,
+        not_before_utc = COALESCE(:not_before, not_before_utc),
+        queued_at_utc = CASE WHEN :retrying = 1 THEN :queued_at ELSE queued_at_utc END
+    WHERE id = :id AND status = 'RUNNING' AND claimed_by = :token
+    RETURNING id
+"""
+FAILURE_PG = _sql(
+    f"""
+    WITH changed AS ({_FAILURE_SET})
+    INSERT INTO aol_execution_logs ({_LOG_COLUMNS})
+    SELECT CAST(:id AS BIGINT),
+        CASE WHEN EXISTS (SELECT 1 FROM changed) THEN CAST(:event AS VARCHAR)
+             ELSE CAST(:lost_event AS VARCHAR) END,
+        CAST(:attempt AS INTEGER), CAST(:token AS VARCHAR),
+        CAST(:duration_ms AS DOUBLE PRECISION), CAST(:error AS TEXT), NULL, NULL,
+        CAST(:details AS JSONB), CAST(:now AS TIMESTAMPTZ)
+    RETURNING event
+    """
+)
+FAILURE_SQLITE = _sql(_FAILURE_SET)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    idempotency_key: str
+    payload_json: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    not_before_utc: datetime
+    created_at_utc: datetime
+
+
+def _log_params(**values: Any) -> dict[str, Any]:
+    base = {
+        "duration_ms": None,
+        "error": None,
+        "artifact_ref": None,
+        "artifact_sha256": None,
+        "details": None,
+    }
+    base.update(values)
+    if base["details"] is not None:
+        import json
+
+        base["details"] = json.dumps(base["details"])
+    return base
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached for a hot-path statement."""
+
+
+def _pyformat(clause: Any) -> str:
+    """The same SQL with psycopg's %(name)s placeholders."""
+    text_clause = clause.element if hasattr(clause, "element") else clause
+    return re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", r"%(\1)s", text_clause.text)
+
+
+CLAIM_PG_RAW = _pyformat(CLAIM_PG)
+SUCCESS_PG_RAW = _pyformat(SUCCESS_PG)
+
+
+class DirectConnection:
+    """One autocommit psycopg connection, for the two statements every action runs.
+
+    Going through SQLAlchemy (pool checkout and reset, compile-cache lookup, result wrapping)
+    costs more CPU than these single-row statements do; a worker process runs one action at
+    a time, so one connection per process is all it needs. A lost connection is reopened.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        url = engine.url.set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            import psycopg
+
+            try:
+                self._conn = psycopg.connect(self._conninfo, autocommit=True)
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(str(exc)) from exc
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def fetchone(self, sql: str, params: dict[str, Any], *, retry: bool) -> Any:
+        """Run one statement. ``retry``: once more on a fresh connection if the first one was
+        dead (only for statements whose repeat is harmless)."""
+        import psycopg
+
+        for attempt in (1, 2):
+            conn = self._connect()
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(sql, params)
+                    return cursor.fetchone()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self.close()
+                if attempt == 2 or not retry:
+                    raise StoreUnavailable(str(exc)) from exc
+        return None
+
+
+class ActionStore:
+    """The statements of one engine, chosen once for its dialect."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        # Autocommit: a single-statement transition is atomic on its own, and skipping
+        # BEGIN/COMMIT saves two round trips per transition.
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgres else engine
+        )
+        self.direct = DirectConnection(engine) if self.postgres else None
+
+    def claim(
+        self,
+        action_id: int,
+        action_type: str,
+        token: str,
+        now: datetime,
+        due: datetime,
+        lease: datetime,
+    ) -> Claimed | None:
+        params = {
+            "id": action_id,
+            "action_type": action_type,
+            "pause_name": f"pause:{action_type}",
+            "token": token,
+            "now": now,
+            "due": due,
+            "lease": lease,
+        }
+        if self.direct is not None:
+            # A claim repeated after a dead connection is harmless: if the first one went
+            # through, the second finds the action RUNNING and claims nothing.
+            row = self.direct.fetchone(CLAIM_PG_RAW, params, retry=True)
+            if row is not None:
+                row = (*row[:5], row[5].astimezone(UTC), row[6].astimezone(UTC))
+        else:
+            with self.engine.begin() as conn:
+                row = conn.execute(CLAIM_SQLITE, params).first()
+                if row is not None:
+                    conn.execute(
+                        INSERT_LOG,
+                        _log_params(
+                            id=action_id,
+                            event=LogEvent.CLAIMED.value,
+                            attempt=row.attempts,
+                            token=token,
+                            now=now,
+                        ),
+                    )
+        return Claimed(*row) if row is not None else None
+
+    def succeed(
+        self,
+        conn: Connection,
+        claimed: Claimed,
+        token: str,
+        result: dict[str, Any] | None,
+        now: datetime,
+        duration_ms: float,
+        artifact_ref: str | None,
+        artifact_sha256: str | None,
+    ) -> bool:
+        """Record SUCCESS on ``conn`` (the handler's transaction). False if the claim is lost."""
+        params = _log_params(
+            id=claimed.id,
+            token=token,
+            result=result,
+            now=now,
+            event=LogEvent.SUCCEEDED.value,
+            attempt=claimed.attempts,
+            duration_ms=duration_ms,
+            artifact_ref=artifact_ref,
+            artifact_sha256=artifact_sha256,
+        )
+        if self.postgres:
+            return conn.execute(SUCCESS_PG, params).first() is not None
+        if conn.execute(SUCCESS_SQLITE, params).first() is None:
+            return False
+        conn.execute(INSERT_LOG, params)
+        return True
+
+    def succeed_alone(self, claimed: Claimed, token: str, **values: Any) -> bool:
+        """SUCCESS for a handler that wrote nothing: no transaction of its own needed."""
+        if self.direct is not None:
+            from psycopg.types.json import Jsonb
+
+            params = _log_params(
+                id=claimed.id,
+                token=token,
+                event=LogEvent.SUCCEEDED.value,
+                attempt=claimed.attempts,
+                **values,
+            )
+            params["result"] = Jsonb(params["result"]) if params["result"] is not None else None
+            # Not repeated on a dead connection: the first try may have committed.
+            return self.direct.fetchone(SUCCESS_PG_RAW, params, retry=False) is not None
+        with self.engine.begin() as conn:
+            return self.succeed(conn, claimed, token, **values)
+
+    def fail(
+        self,
+        claimed: Claimed,
+        token: str,
+        *,
+        status: str,
+        event: str,
+        error: str,
+        now: datetime,
+        duration_ms: float,
+        not_before: datetime | None,
+        queued_at: datetime | None,
+        finished_at: datetime | None,
+        details: dict[str, Any] | None,
+        refund_attempt: bool = False,
+    ) -> bool:
+        """Record FAILED/RETRY/DLQ. False (and a LEASE_LOST log row) if the claim is lost."""
+        params = _log_params(
+            id=claimed.id,
+            token=token,
+            status=status,
+            event=event,
+            retrying=1 if status == "RETRY" else 0,
+            refund=1 if refund_attempt else 0,
+            lost_event=LogEvent.LEASE_LOST.value,
+            error=error,
+            now=now,
+            attempt=claimed.attempts,
+            duration_ms=duration_ms,
+            not_before=not_before,
+            queued_at=queued_at,
+            finished_at=finished_at,
+            details=details,
+        )
+        if self.postgres:
+            with self._autocommit.connect() as conn:
+                return conn.execute(FAILURE_PG, params).scalar() == event
+        with self.engine.begin() as conn:
+            changed = conn.execute(FAILURE_SQLITE, params).first() is not None
+            conn.execute(
+                INSERT_LOG, {**params, "event": event if changed else LogEvent.LEASE_LOST.value}
+            )
+        return changed
