@@ -1,0 +1,499 @@
+"""``tick(session, campaign_id, now)``: one pass of a campaign's sequence.
+
+1. Take the campaign's lease: one ``INSERT .. ON CONFLICT`` on the partial unique index of
+   RUNNING runs, committed at once in its own transaction so a concurrent tick sees it. An
+   expired lease (its tick crashed) is taken over by the same statement. Held: "skipped".
+2. Stop if the campaign is not ACTIVE or its kill switch is on; re-checked before each lead
+   with a fresh read, so a switch flipped mid-tick stops it at the next lead.
+3. Close leads whose sequence is exhausted (LOST); pick due, contactable leads.
+4. Draft each lead's next step (LLM or template): DRAFT, or APPROVED when the campaign needs
+   no approval.
+5. Queue CAMPAIGN_PUBLISH for APPROVED messages under the daily limit, and release the lease
+   with the run's counters, all in the caller's transaction (for CAMPAIGN_TICK, the one that
+   records SUCCESS).
+
+Nothing is drafted or published twice, whatever runs concurrently: a lead is claimed with a
+guarded ``UPDATE .. WHERE step = n`` and a message is unique per (lead, step); a publish is
+unique per message by its key.
+
+SQLite: the lease is taken on a second connection, so call ``tick`` before the caller's
+session writes anything (the CAMPAIGN_TICK handler does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Engine,
+    Insert,
+    Select,
+    bindparam,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from aicmo.cam.campaigns import StepSpec, get_campaign
+from aicmo.cam.drafting import Drafter, choose_channel
+from aicmo.cam.errors import CampaignNotFound, TickLeaseLost
+from aicmo.cam.models import (
+    LIVE_RUN_WHERE,
+    OPEN_LEAD_STATUSES,
+    Campaign,
+    Consent,
+    Lead,
+    LeadStatus,
+    OrchestratorRun,
+    OutreachMessage,
+    PublishStatus,
+    RunStatus,
+)
+from aicmo.cam.publishing import queue_approved, reconcile_failed_publishes, remaining_today
+from aicmo.cam.suppressions import lead_not_suppressed
+from aicmo.config import get_settings
+from aicmo.db import rowcount, utcnow
+from aicmo.llm import TextGenerator, get_text_generator
+
+log = logging.getLogger(__name__)
+
+
+class _Unset:
+    pass
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass
+class TickResult:
+    campaign_id: int
+    outcome: str = "done"  # "done", "stopped" (halted) or "skipped" (lease held)
+    reason: str | None = None
+    run_id: int | None = None
+    takeovers: int = 0
+    leads_considered: int = 0
+    messages_drafted: int = 0
+    messages_approved: int = 0
+    messages_queued: int = 0
+    leads_lost: int = 0
+    leads_unreachable: int = 0
+    publishes_failed: int = 0
+    llm_drafts: int = 0
+    llm_failures: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Lease:
+    run_id: int
+    campaign_id: int
+    holder: str
+    expires_at: datetime
+    takeovers: int
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind.engine if isinstance(bind, Connection) else bind
+
+
+def new_holder() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:10]}"
+
+
+def _run_insert(engine: Engine) -> Any:
+    module: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return module.insert(OrchestratorRun)
+
+
+def take_lease(
+    engine: Engine,
+    campaign_id: int,
+    now: datetime,
+    lease_seconds: float,
+    *,
+    holder: str | None = None,
+    action_id: int | None = None,
+    slot: datetime | None = None,
+) -> Lease | None:
+    """Take the campaign's lease in one committed statement, or None while another holds it.
+
+    A RUNNING run whose lease has expired is taken over in place (``takeovers`` + 1): its
+    tick died before committing anything, so there is nothing of it to keep.
+    """
+    holder = holder or new_holder()
+    expires = now + timedelta(seconds=lease_seconds)
+    insert: Insert = _run_insert(engine).values(
+        campaign_id=campaign_id,
+        status=RunStatus.RUNNING,
+        holder=holder,
+        action_id=action_id,
+        slot_utc=slot,
+        started_at_utc=now,
+        lease_expires_at_utc=expires,
+        takeovers=0,
+        leads_considered=0,
+        messages_drafted=0,
+        messages_queued=0,
+        leads_lost=0,
+    )
+    excluded = insert.excluded  # type: ignore[attr-defined]
+    statement = insert.on_conflict_do_update(  # type: ignore[attr-defined]
+        index_elements=[OrchestratorRun.campaign_id],
+        index_where=text(LIVE_RUN_WHERE),
+        set_={
+            "holder": excluded.holder,
+            "action_id": excluded.action_id,
+            "slot_utc": excluded.slot_utc,
+            "started_at_utc": excluded.started_at_utc,
+            "lease_expires_at_utc": excluded.lease_expires_at_utc,
+            "takeovers": OrchestratorRun.takeovers + 1,
+        },
+        where=OrchestratorRun.lease_expires_at_utc < excluded.started_at_utc,
+    ).returning(OrchestratorRun.id, OrchestratorRun.takeovers)
+    with Session(engine) as lease_session, lease_session.begin():
+        if lease_session.get(Campaign, campaign_id) is None:
+            raise CampaignNotFound(campaign_id)
+        row = lease_session.execute(statement).first()
+    if row is None:
+        return None
+    lease = Lease(row.id, campaign_id, holder, expires, row.takeovers)
+    if lease.takeovers:
+        log.warning(
+            "campaign %s: took over an expired tick lease (run %s)",
+            campaign_id,
+            lease.run_id,
+            extra={"campaign_id": campaign_id, "run_id": lease.run_id},
+        )
+    return lease
+
+
+def _release(session: Session, lease: Lease, result: TickResult, now: datetime) -> None:
+    done = session.execute(
+        update(OrchestratorRun)
+        .where(
+            OrchestratorRun.id == lease.run_id,
+            OrchestratorRun.holder == lease.holder,
+            OrchestratorRun.status == RunStatus.RUNNING,
+        )
+        .values(
+            status=RunStatus.STOPPED if result.outcome == "stopped" else RunStatus.DONE,
+            finished_at_utc=now,
+            leads_considered=result.leads_considered,
+            messages_drafted=result.messages_drafted,
+            messages_queued=result.messages_queued,
+            leads_lost=result.leads_lost,
+            stop_reason=result.reason,
+            details_json=result.as_dict(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(done) != 1:
+        # Another tick took the lease over: roll back so only one tick's work counts.
+        raise TickLeaseLost(
+            f"campaign {lease.campaign_id}: the tick lease of run {lease.run_id} expired and "
+            "was taken over; this tick's work is rolled back"
+        )
+
+
+def _abandon(engine: Engine, lease: Lease, error: BaseException, now: datetime) -> None:
+    """Free the lease of a failed tick now rather than at expiry (best effort)."""
+    if engine.dialect.name == "sqlite":
+        # The failed tick's transaction still holds SQLite's write lock: a second
+        # connection would wait for it. The lease expires instead.
+        return
+    try:
+        with Session(engine) as s, s.begin():
+            s.execute(
+                update(OrchestratorRun)
+                .where(
+                    OrchestratorRun.id == lease.run_id,
+                    OrchestratorRun.holder == lease.holder,
+                    OrchestratorRun.status == RunStatus.RUNNING,
+                )
+                .values(
+                    status=RunStatus.FAILED,
+                    finished_at_utc=now,
+                    stop_reason=f"{type(error).__name__}: {error}"[:2000],
+                )
+            )
+    except Exception:
+        log.exception("campaign %s: could not free the tick lease", lease.campaign_id)
+
+
+def halt_reason(session: Session, campaign_id: int) -> str | None:
+    """Why the campaign must not go on, read fresh from the database (not the session)."""
+    row = session.execute(
+        select(Campaign.status, Campaign.kill_switch).where(Campaign.id == campaign_id)
+    ).first()
+    if row is None:
+        return "campaign deleted"
+    if row.kill_switch:
+        return "kill switch is on"
+    if row.status != "ACTIVE":
+        return f"campaign is {row.status}"
+    return None
+
+
+_OPEN: BindParameter[Any] = bindparam(
+    "open_statuses", [s.value for s in OPEN_LEAD_STATUSES], expanding=True, literal_execute=True
+)
+
+
+def close_exhausted(session: Session, campaign: Campaign, now: datetime) -> int:
+    """Due leads with no step left are LOST."""
+    return rowcount(
+        session.execute(
+            update(Lead)
+            .where(
+                Lead.campaign_id == campaign.id,
+                Lead.status.in_(_OPEN),
+                Lead.next_action_at_utc.is_not(None),
+                Lead.next_action_at_utc <= now,
+                Lead.step >= campaign.step_count,
+            )
+            .values(status=LeadStatus.LOST, next_action_at_utc=None, updated_at_utc=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def due_leads_query(campaign: Campaign, now: datetime, limit: int) -> Select[Lead]:
+    """Due, open, contactable, not suppressed, not under review: oldest due first."""
+    return (
+        select(Lead)
+        .where(
+            Lead.campaign_id == campaign.id,
+            # Literal statuses, so the planner can match the partial index ix_cam_leads_due.
+            Lead.status.in_(_OPEN),
+            Lead.next_action_at_utc.is_not(None),
+            Lead.next_action_at_utc <= now,
+            Lead.consent != Consent.DNC,
+            Lead.requires_human_review.is_(False),
+            Lead.step < campaign.step_count,
+            lead_not_suppressed(),
+        )
+        .order_by(Lead.next_action_at_utc, Lead.id)
+        .limit(limit)
+    )
+
+
+def due_leads(session: Session, campaign: Campaign, now: datetime, limit: int) -> list[Lead]:
+    if limit <= 0:
+        return []
+    query = due_leads_query(campaign, now, limit)
+    return list(session.scalars(query.execution_options(populate_existing=True)))
+
+
+def _claim_lead(session: Session, lead: Lead, number: int, now: datetime) -> bool:
+    """Move the lead to step ``number`` unless a concurrent tick already did (or it changed)."""
+    return (
+        rowcount(
+            session.execute(
+                update(Lead)
+                .where(
+                    Lead.id == lead.id,
+                    Lead.step == number - 1,
+                    Lead.status.in_(_OPEN),
+                    Lead.next_action_at_utc.is_not(None),
+                    Lead.consent != Consent.DNC,
+                    Lead.requires_human_review.is_(False),
+                )
+                .values(step=number, next_action_at_utc=None, updated_at_utc=now)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        == 1
+    )
+
+
+def _insert_message(session: Session, values: dict[str, Any]) -> int | None:
+    module: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        module.insert(OutreachMessage)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["lead_id", "step"])
+        .returning(OutreachMessage.id)
+    )
+    found: int | None = session.scalar(statement)
+    return found
+
+
+def _approved_backlog(session: Session, campaign_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(OutreachMessage)
+            .where(
+                OutreachMessage.campaign_id == campaign_id,
+                OutreachMessage.publish_status == PublishStatus.APPROVED,
+            )
+        )
+        or 0
+    )
+
+
+def _resolve_generator(generator: Any) -> TextGenerator | None:
+    if generator is not UNSET:
+        found: TextGenerator | None = generator
+        return found
+    try:
+        return get_text_generator()
+    except Exception:
+        log.exception("the LLM client could not be built; drafting from templates")
+        return None
+
+
+def tick(
+    session: Session,
+    campaign_id: int,
+    now: datetime | None = None,
+    *,
+    lease_seconds: float | None = None,
+    generator: TextGenerator | None = UNSET,
+    action_id: int | None = None,
+    slot: datetime | None = None,
+    batch_size: int | None = None,
+    rotate_channels: bool = False,
+) -> TickResult:
+    """Run one tick of ``campaign_id`` in ``session``'s transaction (the caller commits).
+
+    ``generator``: the LLM text generator (default: ``aicmo.llm.get_text_generator()``;
+    None: templates only). ``batch_size`` overrides the campaign's. ``rotate_channels``
+    spreads the batch over the campaign's channels (``auto.multichannel_batch``).
+    """
+    now = now or utcnow()
+    engine = _engine(session)
+    lease = take_lease(
+        engine,
+        campaign_id,
+        now,
+        lease_seconds or get_settings().cam_tick_lease_seconds,
+        action_id=action_id,
+        slot=slot,
+    )
+    if lease is None:
+        log.info(
+            "campaign %s: tick skipped, another tick holds the lease",
+            campaign_id,
+            extra={"campaign_id": campaign_id},
+        )
+        return TickResult(campaign_id, outcome="skipped", reason="lease held by another tick")
+    try:
+        result = _work(
+            session,
+            lease,
+            now,
+            _resolve_generator(generator),
+            batch_size=batch_size,
+            rotate_channels=rotate_channels,
+        )
+        _release(session, lease, result, now)
+    except BaseException as exc:
+        _abandon(engine, lease, exc, now)
+        raise
+    log.info(
+        "campaign %s: tick %s (%d drafted, %d queued, %d lost)%s",
+        campaign_id,
+        result.outcome,
+        result.messages_drafted,
+        result.messages_queued,
+        result.leads_lost,
+        f": {result.reason}" if result.reason else "",
+        extra={"campaign_id": campaign_id, "run_id": lease.run_id},
+    )
+    return result
+
+
+def _work(
+    session: Session,
+    lease: Lease,
+    now: datetime,
+    generator: TextGenerator | None,
+    *,
+    batch_size: int | None,
+    rotate_channels: bool,
+) -> TickResult:
+    result = TickResult(lease.campaign_id, run_id=lease.run_id, takeovers=lease.takeovers)
+    campaign = get_campaign(session, lease.campaign_id)
+    stop = halt_reason(session, campaign.id)
+    if stop:
+        result.outcome, result.reason = "stopped", stop
+        return result
+    result.publishes_failed = reconcile_failed_publishes(session, campaign.id, now)
+    result.leads_lost = close_exhausted(session, campaign, now)
+
+    steps = [StepSpec.model_validate(step) for step in campaign.steps[: campaign.step_count]]
+    budget = batch_size or campaign.batch_size
+    if not campaign.requires_approval:
+        # Auto-approved drafts beyond today's room would only wait and go stale.
+        room = remaining_today(session, campaign, now) - _approved_backlog(session, campaign.id)
+        budget = min(budget, max(0, room))
+    drafter = Drafter(campaign, generator)
+    status = PublishStatus.DRAFT if campaign.requires_approval else PublishStatus.APPROVED
+    for index, lead in enumerate(due_leads(session, campaign, now, budget)):
+        stop = halt_reason(session, campaign.id)
+        if stop:
+            result.outcome, result.reason = "stopped", stop
+            break
+        result.leads_considered += 1
+        number = lead.step + 1
+        step = steps[number - 1]
+        channel = choose_channel(campaign, step, lead, rotation=index if rotate_channels else 0)
+        if channel is None:
+            lost = update(Lead).where(Lead.id == lead.id, Lead.step == lead.step)
+            session.execute(
+                lost.values(
+                    status=LeadStatus.LOST, next_action_at_utc=None, updated_at_utc=now
+                ).execution_options(synchronize_session=False)
+            )
+            result.leads_unreachable += 1
+            continue
+        if not _claim_lead(session, lead, number, now):
+            continue
+        draft = drafter.draft(lead, number, step, channel)
+        message_id = _insert_message(
+            session,
+            {
+                "campaign_id": campaign.id,
+                "lead_id": lead.id,
+                "step": number,
+                "channel": draft.channel,
+                "subject": draft.subject,
+                "body": draft.body,
+                "generated_by": draft.generated_by,
+                "publish_status": status,
+                "reviewer": None if campaign.requires_approval else "auto",
+                "approved_at_utc": None if campaign.requires_approval else now,
+                "created_at_utc": now,
+                "updated_at_utc": now,
+            },
+        )
+        if message_id is None:
+            continue
+        result.messages_drafted += 1
+        if status == PublishStatus.APPROVED:
+            result.messages_approved += 1
+    result.llm_drafts, result.llm_failures = drafter.llm_drafts, drafter.llm_failures
+
+    if result.outcome != "stopped":
+        stop = halt_reason(session, campaign.id)
+        if stop:
+            result.outcome, result.reason = "stopped", stop
+        else:
+            result.messages_queued = len(queue_approved(session, campaign.id, now))
+    return result
