@@ -1,0 +1,27 @@
+"""Every table, imported in one place so Alembic and tests see the whole metadata."""
+
+from aicmo.cam.models import (
+    Campaign,
+    CampaignMetrics,
+    Lead,
+    OrchestratorRun,
+    OutreachMessage,
+    Suppression,
+)
+from aicmo.db import Base
+from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
+
+metadata = Base.metadata
+
+__all__ = [
+    "AOLAction",
+    "AOLControl",
+    "AOLExecutionLog",
+    "Campaign",
+    "CampaignMetrics",
+    "Lead",
+    "OrchestratorRun",
+    "OutreachMessage",
+    "Suppression",
+    "metadata",
+]
