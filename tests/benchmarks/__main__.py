@@ -1,0 +1,5 @@
+"""``python -m tests.benchmarks`` (``make bench``)."""
+
+from tests.benchmarks.bench_main import main
+
+raise SystemExit(main())

@@ -1,0 +1,740 @@
+"""The figures of issue 7, each measured for plain Celery and for aicmo in the same run.
+
+Every ``run_*`` method measures one repetition of one side ("kind") and returns its metrics;
+:meth:`Bench.measure` repeats them, alternating the order of the sides from one repetition to
+the next so that a burst of load on the machine does not always land on the same side.
+
+This module imports aicmo, so it must be imported after :meth:`BenchEnv.install_process_env`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from aicmo.db import session_factory, session_scope
+from aicmo.orchestration.queue import ActionQueue
+from aicmo.orchestration.sweeper import Sweeper
+from tests.benchmarks import plain_app
+from tests.benchmarks.bench_actions import STAMP
+from tests.benchmarks.bench_env import BenchEnv, Worker
+from tests.support.processes import ROOT, wait_for
+from tests.support.recording import RecordingDispatcher
+
+AICMO_QUEUE = "aol"
+NOOP = "T_NOOP"
+WARMUP = 20
+BATCH = 100  # the e2e context row "aicmo producer in batches"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    e2e: int = 5000
+    drain: int = 5000
+    enqueue_one: int = 2000
+    enqueue_bulk: int = 10_000
+    latency_rate: float = 200.0
+    latency_seconds: float = 10.0
+    sweep_small: int = 100_000
+    sweep_large: int = 1_000_000
+    sweep_due: int = 1000
+    campaigns: int = 10_000
+    embedded: int = 5000
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    e2e=500,
+    drain=500,
+    enqueue_one=200,
+    enqueue_bulk=1000,
+    latency_seconds=1.0,
+    sweep_small=10_000,
+    sweep_large=100_000,
+    sweep_due=100,
+    campaigns=1000,
+    embedded=200,
+)
+
+
+class NotMeasured(Exception):
+    """A figure that cannot be measured on this code (yet); the reason goes in the table."""
+
+
+@dataclass
+class Results:
+    """metric values per figure and side, one per repetition, plus notes."""
+
+    values: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
+    not_measured: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    load: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, figure: str, kind: str, metrics: dict[str, float]) -> None:
+        side = self.values.setdefault(figure, {}).setdefault(kind, {})
+        for name, value in metrics.items():
+            side.setdefault(name, []).append(float(value))
+
+    def get(self, figure: str, kind: str, metric: str) -> list[float]:
+        return self.values.get(figure, {}).get(kind, {}).get(metric, [])
+
+    def note(self, figure: str, message: str) -> None:
+        self.notes.setdefault(figure, []).append(message)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "values": self.values,
+            "not_measured": self.not_measured,
+            "notes": self.notes,
+            "load": self.load,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class Done:
+    count: int
+    failed: int
+    first_start: float | None  # epoch seconds
+    last_done: float | None
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (no interpolation: p99 of 2,000 samples is the 1,980th)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def per_action(
+    before: tuple[float, float], after: tuple[float, float], count: int
+) -> dict[str, float]:
+    """The worker's CPU milliseconds per action, main process and pool children apart."""
+    return {
+        "main_cpu_ms": (after[0] - before[0]) / count * 1000,
+        "pool_cpu_ms": (after[1] - before[1]) / count * 1000,
+    }
+
+
+class Bench:
+    def __init__(
+        self, env: BenchEnv, sizes: Sizes, reps: int, context: bool, log_level: str = "INFO"
+    ) -> None:
+        self.env = env
+        self.sizes = sizes
+        self.reps = reps
+        self.context = context
+        self.log_level = log_level
+        self.results = Results()
+        self.pg = psycopg.connect(env.psycopg_dsn, autocommit=True)
+        self.pg.execute(plain_app.PG_DDL)
+        self.redis = env.redis
+        self.plain = {
+            True: plain_app.make_app(env.broker_url, events=True),
+            False: plain_app.make_app(env.broker_url, events=False),
+        }
+        self.sessions = session_factory()
+
+    def close(self) -> None:
+        self.pg.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Empty tables and the Redis database between runs (no worker is running)."""
+        self.pg.execute(
+            "TRUNCATE aol_execution_logs, aol_actions, bench_plain_effects RESTART IDENTITY"
+        )
+        self.redis.flushdb()
+
+    def start_worker(self, kind: str, queues: list[str] | None = None) -> Worker:
+        worker_kind = {"plain-pg": "plain", "aicmo-batch": "aicmo"}.get(kind, kind)
+        if queues is None:
+            queues = [AICMO_QUEUE if worker_kind == "aicmo" else plain_app.QUEUE]
+        return self.env.worker(worker_kind, queues, log_level=self.log_level).start()
+
+    def stop_worker(self, worker: Worker) -> None:
+        worker.stop()
+        if worker in self.env.workers:
+            self.env.workers.remove(worker)
+
+    def plain_task(self, kind: str, name: str = "plain.noop") -> Any:
+        if kind == "plain-pg":
+            name = "plain.pg_txn"
+        return self.plain[kind != "plain-noevents"].tasks[name]
+
+    def enqueue_one(self, kind: str, n: int) -> None:
+        if kind == "aicmo":
+            with session_scope() as session:
+                ActionQueue.enqueue_action(session, NOOP, {"n": n})
+        else:
+            self.plain_task(kind).apply_async((n,))
+
+    def enqueue_bulk(self, kind: str, count: int, chunk: int = 10_000) -> None:
+        if kind == "aicmo":
+            for start in range(0, count, chunk):
+                with session_scope() as session:
+                    ActionQueue.enqueue_many(
+                        session, [(NOOP, {"n": n}) for n in range(start, min(count, start + chunk))]
+                    )
+        else:
+            task = self.plain_task(kind)
+            for n in range(count):
+                task.apply_async((n,))
+
+    def done(self, kind: str, action_type: str = NOOP) -> Done:
+        if kind == "aicmo":
+            row = self.pg.execute(
+                "SELECT count(*) FILTER (WHERE status = 'SUCCESS'), "
+                "count(*) FILTER (WHERE status IN ('FAILED', 'DLQ')), "
+                "extract(epoch FROM min(started_at_utc)), "
+                "extract(epoch FROM max(finished_at_utc)) "
+                "FROM aol_actions WHERE action_type = %s",
+                (action_type,),
+            ).fetchone()
+            assert row is not None
+            return Done(
+                int(row[0]),
+                int(row[1]),
+                float(row[2]) if row[2] is not None else None,
+                float(row[3]) if row[3] is not None else None,
+            )
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(plain_app.COUNT_KEY)
+        pipe.get(plain_app.LAST_KEY)
+        pipe.hvals(plain_app.FIRST_KEY)
+        count, last, firsts = pipe.execute()
+        return Done(
+            int(count or 0),
+            0,
+            min(float(v) for v in firsts) if firsts else None,
+            float(last) if last else None,
+        )
+
+    def wait_done(self, kind: str, count: int, worker: Worker, action_type: str = NOOP) -> Done:
+        timeout = max(60.0, count / 20)
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.done(kind, action_type)
+            if state.failed:
+                raise RuntimeError(
+                    f"{kind}: {state.failed} action(s) failed; see {worker.log_path}"
+                )
+            if state.count >= count:
+                return state
+            if worker.proc is not None and worker.proc.poll() is not None:
+                raise RuntimeError(f"{kind} worker died:\n{worker.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{kind}: {state.count}/{count} done after {timeout:.0f}s ({worker.log_path})"
+                )
+            time.sleep(0.05)
+
+    def measure(
+        self, figure: str, kinds: list[str], run: Callable[[str], dict[str, float]]
+    ) -> None:
+        started = time.monotonic()
+        for rep in range(self.reps):
+            shift = rep % len(kinds)
+            for kind in kinds[shift:] + kinds[:shift]:
+                metrics = run(kind)
+                self.results.add(figure, kind, metrics)
+                self.progress(figure, kind, rep, metrics)
+        self.results.seconds[figure] = time.monotonic() - started
+        self.results.load[figure] = os.getloadavg()
+
+    def progress(self, figure: str, kind: str, rep: int, metrics: dict[str, float]) -> None:
+        shown = ", ".join(
+            f"{name} {value:,.0f}" if abs(value) >= 100 else f"{name} {value:.3g}"
+            for name, value in metrics.items()
+        )
+        print(f"  [{figure}] {kind:<15} rep {rep + 1}/{self.reps}: {shown}", flush=True)
+
+    def kinds(self, *extra: str) -> list[str]:
+        return ["plain", "aicmo", *(extra if self.context else ())]
+
+    # -- 1. end to end ---------------------------------------------------------------------
+
+    def figure_e2e(self) -> None:
+        """N no-op actions enqueued one by one while one worker consumes: first enqueue to
+        last completion. Memory is read from the same workers right after."""
+        self.measure("e2e", self.kinds("plain-noevents", "plain-pg", "aicmo-batch"), self.run_e2e)
+
+    def run_e2e(self, kind: str) -> dict[str, float]:
+        count = self.sizes.e2e
+        self.reset()
+        worker = self.start_worker(kind)
+        try:
+            cpu_before = worker.cpu_seconds()
+            t_first = time.time()
+            if kind == "aicmo-batch":
+                for start in range(0, count, BATCH):
+                    with session_scope() as session:
+                        ActionQueue.enqueue_many(
+                            session,
+                            [(NOOP, {"n": n}) for n in range(start, min(count, start + BATCH))],
+                        )
+            else:
+                for n in range(count):
+                    self.enqueue_one(kind, n)
+            t_enqueued = time.time()
+            state = self.wait_done("aicmo" if kind == "aicmo-batch" else kind, count, worker)
+            memory = worker.memory()
+            cpu = per_action(cpu_before, worker.cpu_seconds(), count)
+        finally:
+            self.stop_worker(worker)
+        assert state.last_done is not None
+        elapsed = state.last_done - t_first
+        return {
+            "rate": count / elapsed,
+            "seconds": elapsed,
+            "enqueue_rate": count / (t_enqueued - t_first),
+            **cpu,
+            **memory,
+        }
+
+    # -- 2. drain --------------------------------------------------------------------------
+
+    def figure_drain(self) -> None:
+        """N actions queued first, then a worker starts: first task start to last done."""
+        self.measure("drain", self.kinds("plain-noevents"), self.run_drain)
+
+    def run_drain(self, kind: str) -> dict[str, float]:
+        count = self.sizes.drain
+        self.reset()
+        self.enqueue_bulk(kind, count)
+        queue = AICMO_QUEUE if kind == "aicmo" else plain_app.QUEUE
+        queued = int(self.redis.llen(queue))
+        if queued != count:
+            raise RuntimeError(f"{kind}: {queued} messages queued, expected {count}")
+        worker = self.env.worker(
+            "plain" if kind == "plain-pg" else kind,
+            [queue],
+            log_level=self.log_level,
+        )
+        try:
+            worker.start()
+            t_ready = time.time()  # within the 50 ms poll of the "ready" line
+            cpu_before = worker.cpu_seconds()
+            state = self.wait_done(kind, count, worker)
+            cpu = per_action(cpu_before, worker.cpu_seconds(), count)
+        finally:
+            self.stop_worker(worker)
+        assert state.first_start is not None and state.last_done is not None
+        return {
+            "rate": count / (state.last_done - state.first_start),
+            "rate_from_ready": count / (state.last_done - t_ready),
+            **cpu,
+        }
+
+    # -- 3. enqueue ------------------------------------------------------------------------
+
+    def figure_enqueue_one(self) -> None:
+        """enqueue_action + commit per action vs apply_async per task, no worker running."""
+        self.measure("enqueue_one", ["plain", "aicmo"], self.run_enqueue_one)
+
+    def run_enqueue_one(self, kind: str) -> dict[str, float]:
+        count = self.sizes.enqueue_one
+        self.reset()
+        for n in range(WARMUP):
+            self.enqueue_one(kind, n)
+        started = time.perf_counter()
+        cpu = time.process_time()
+        for n in range(count):
+            self.enqueue_one(kind, n)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        return {"rate": count / elapsed, "cpu_ms_each": cpu / count * 1000}
+
+    def figure_enqueue_bulk(self) -> None:
+        """One enqueue_many of N actions (and its commit, which publishes N messages) vs
+        apply_async N times in a loop."""
+        self.measure("enqueue_bulk", ["plain", "aicmo"], self.run_enqueue_bulk)
+
+    def run_enqueue_bulk(self, kind: str) -> dict[str, float]:
+        count = self.sizes.enqueue_bulk
+        self.reset()
+        self.enqueue_bulk(kind, WARMUP)
+        started = time.perf_counter()
+        cpu = time.process_time()
+        self.enqueue_bulk(kind, count, chunk=count)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        return {"rate": count / elapsed, "cpu_ms_each": cpu / count * 1000}
+
+    # -- 4. start latency ------------------------------------------------------------------
+
+    def figure_latency(self) -> None:
+        """A steady 200 actions/s: the caller's commit (plain: apply_async) to the handler's
+        first line, p50 and p99."""
+        self.measure("latency", ["plain", "aicmo"], self.run_latency)
+
+    def run_latency(self, kind: str) -> dict[str, float]:
+        rate, seconds = self.sizes.latency_rate, self.sizes.latency_seconds
+        count = max(1, int(rate * seconds))
+        self.reset()
+        worker = self.start_worker(kind)
+        try:
+            if kind == "aicmo":
+                latencies, (lag, sent_rate) = self._latency_aicmo(count, rate, worker)
+            else:
+                latencies, (lag, sent_rate) = self._latency_plain(count, rate, worker)
+        finally:
+            self.stop_worker(worker)
+        ms = [value * 1000 for value in latencies]
+        return {
+            "p50_ms": percentile(ms, 0.50),
+            "p99_ms": percentile(ms, 0.99),
+            "max_ms": max(ms),
+            "samples": len(ms),
+            "max_send_lag_ms": lag * 1000,
+            "sent_per_s": sent_rate,
+        }
+
+    def _paced(self, count: int, rate: float, send: Callable[[int], None]) -> tuple[float, float]:
+        """Call ``send`` ``count`` times at ``rate`` per second; return the worst lag behind
+        that schedule and the rate actually reached (lower when a send is slower than
+        1/rate: then the producer, not the worker, sets the pace)."""
+        start = time.perf_counter()
+        lag = 0.0
+        for n in range(count):
+            due = start + n / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            else:
+                lag = max(lag, -wait)
+            send(n)
+        elapsed = time.perf_counter() - start
+        return lag, (count - 1) / elapsed if count > 1 and elapsed > 0 else rate
+
+    def _latency_aicmo(
+        self, count: int, rate: float, worker: Worker
+    ) -> tuple[list[float], tuple[float, float]]:
+        sent: dict[int, float] = {}
+
+        def send(n: int) -> None:
+            session = self.sessions()
+            try:
+                session.begin()
+                action = ActionQueue.enqueue_action(session, STAMP, {"n": n})
+                t0 = time.time()
+                session.commit()  # commits, then publishes (after-commit hook)
+                sent[action.id] = t0
+            finally:
+                session.close()
+
+        for n in range(WARMUP):
+            send(n)
+        self.wait_done("aicmo", WARMUP, worker, STAMP)
+        sent.clear()
+        paced = self._paced(count, rate, send)
+        self.wait_done("aicmo", WARMUP + count, worker, STAMP)
+        rows = self.pg.execute(
+            "SELECT id, (result_json->>'started')::float8 FROM aol_actions WHERE id = ANY(%s)",
+            (list(sent),),
+        ).fetchall()
+        return [started - sent[action_id] for action_id, started in rows], paced
+
+    def _latency_plain(
+        self, count: int, rate: float, worker: Worker
+    ) -> tuple[list[float], tuple[float, float]]:
+        task = self.plain_task("plain", "plain.stamp")
+        for _ in range(WARMUP):
+            task.apply_async((time.time(),))
+        wait_for(
+            lambda: self.redis.llen(plain_app.LATENCY_KEY) >= WARMUP, 60, message="plain warm-up"
+        )
+        self.redis.delete(plain_app.LATENCY_KEY)
+
+        def send(n: int) -> None:
+            task.apply_async((time.time(),))
+
+        paced = self._paced(count, rate, send)
+        wait_for(
+            lambda: self.redis.llen(plain_app.LATENCY_KEY) >= count,
+            60,
+            message=f"plain latency tasks ({worker.log_path})",
+        )
+        return [float(v) for v in self.redis.lrange(plain_app.LATENCY_KEY, 0, -1)], paced
+
+    # -- 5. sweeper ------------------------------------------------------------------------
+
+    def figure_sweeper(self) -> None:
+        """One sweep with N terminal rows and ``sweep_due`` due rows, for N small then large."""
+        started = time.monotonic()
+        self.reset()
+        sweeper = Sweeper()
+        sweeper.sweep()  # warm: connections, the broker canary, imports
+        due_ids = self._seed_due(self.sizes.sweep_due)
+        added = 0
+        for label, total in (("small", self.sizes.sweep_small), ("large", self.sizes.sweep_large)):
+            seed_started = time.monotonic()
+            self._seed_terminal(added, total - added)
+            added = total
+            self.pg.execute("VACUUM ANALYZE aol_actions")
+            self.results.note(
+                "sweeper",
+                f"{total:,} terminal rows seeded in {time.monotonic() - seed_started:.1f} s",
+            )
+            for rep in range(self.reps):
+                metrics = self._one_sweep(sweeper, due_ids)
+                self.results.add(f"sweeper_{label}", "aicmo", metrics)
+                self.progress(f"sweeper_{label}", "aicmo", rep, metrics)
+        self.results.seconds["sweeper"] = time.monotonic() - started
+        self.results.load["sweeper"] = os.getloadavg()
+
+    def _seed_terminal(self, offset: int, count: int) -> None:
+        self.pg.execute(
+            """
+            INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,
+                not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc,
+                started_at_utc, finished_at_utc, queued_at_utc)
+            SELECT 'old-' || n, 'T_NOOP', '{"n": 0}'::jsonb,
+                   (ARRAY['SUCCESS','SUCCESS','SUCCESS','FAILED','DLQ','CANCELLED'])[1 + n %% 6],
+                   now() - interval '30 days', 1, 3, now() - interval '30 days',
+                   now() - interval '30 days', now() - interval '30 days',
+                   now() - interval '30 days', now() - interval '30 days'
+            FROM generate_series(%s::bigint, %s::bigint) AS n
+            """,
+            (offset + 1, offset + count),
+        )
+
+    def _seed_due(self, count: int) -> list[int]:
+        rows = self.pg.execute(
+            """
+            INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,
+                not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc)
+            SELECT 'due-' || n, 'T_NOOP', '{"n": 0}'::jsonb, 'PENDING',
+                   now() - interval '1 second', 0, 3, now(), now()
+            FROM generate_series(1, %s::int) AS n
+            RETURNING id
+            """,
+            (count,),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def _reset_due(self, due_ids: list[int]) -> None:
+        self.pg.execute(
+            "UPDATE aol_actions SET status = 'PENDING', queued_at_utc = NULL, "
+            "not_before_utc = now() - interval '1 second' WHERE id = ANY(%s)",
+            (due_ids,),
+        )
+        self.redis.delete(AICMO_QUEUE)
+
+    def _one_sweep(self, sweeper: Sweeper, due_ids: list[int]) -> dict[str, float]:
+        self._reset_due(due_ids)
+        started = time.perf_counter()
+        report = sweeper.sweep()
+        elapsed = (time.perf_counter() - started) * 1000
+        if report.dispatched != len(due_ids) or report.errors:
+            raise RuntimeError(f"sweep dispatched {report.dispatched}/{len(due_ids)}: {report}")
+        queued = int(self.redis.llen(AICMO_QUEUE))
+        if queued != len(due_ids):
+            raise RuntimeError(f"sweep published {queued}/{len(due_ids)} messages")
+        # The same sweep with a dispatcher that only records: the database's share of it.
+        self._reset_due(due_ids)
+        recorder = RecordingDispatcher()
+        started = time.perf_counter()
+        Sweeper(dispatcher=recorder).sweep()
+        db_only = (time.perf_counter() - started) * 1000
+        if len(recorder.sent) != len(due_ids):
+            raise RuntimeError(f"recorded sweep sent {len(recorder.sent)}/{len(due_ids)}")
+        return {"ms": elapsed, "db_only_ms": db_only}
+
+    # -- 6. beat fan-out -------------------------------------------------------------------
+
+    FANOUT_CANDIDATES = (
+        ("aicmo.cam.schedule", ("schedule_ticks", "enqueue_due_ticks", "fan_out_ticks")),
+        ("aicmo.cam.scheduling", ("schedule_ticks", "enqueue_due_ticks", "fan_out_ticks")),
+        ("aicmo.cam.scheduler", ("schedule_ticks", "enqueue_due_ticks", "fan_out_ticks")),
+        ("aicmo.cam.beat", ("schedule_ticks", "enqueue_due_ticks", "fan_out_ticks")),
+        ("aicmo.cam.orchestrator", ("schedule_ticks", "enqueue_due_ticks", "fan_out_ticks")),
+        ("aicmo.cam", ("schedule_ticks", "enqueue_due_ticks", "fan_out_ticks")),
+    )
+
+    @classmethod
+    def find_fanout(cls) -> Callable[..., Any]:
+        """The campaign fan-out (beat's ``cam.schedule_ticks``), wherever issue 4 puts it."""
+        cam = ROOT / "aicmo" / "cam"
+        if not any(cam.glob("*.py")):
+            raise NotMeasured("aicmo/cam has no code yet (campaigns, issue 3, are being built)")
+        for module_name, names in cls.FANOUT_CANDIDATES:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            for name in names:
+                found = getattr(module, name, None)
+                if callable(found):
+                    return found
+        raise NotMeasured(
+            "no function that enqueues CAMPAIGN_TICK for due ACTIVE campaigns was found "
+            f"(looked for {', '.join(sorted({n for _, ns in cls.FANOUT_CANDIDATES for n in ns}))} "
+            "in aicmo.cam.*; beat fan-out is issue 4)"
+        )
+
+    def figure_fanout(self) -> None:
+        """N ACTIVE campaigns due: one call of the fan-out until every tick is enqueued."""
+        try:
+            fan_out = self.find_fanout()
+            for rep in range(self.reps):
+                metrics = self.run_fanout(fan_out)
+                self.results.add("fanout", "aicmo", metrics)
+                self.progress("fanout", "aicmo", rep, metrics)
+        except NotMeasured as exc:
+            self.results.not_measured["fanout"] = str(exc)
+        except Exception as exc:  # code of another issue, still in flux
+            self.results.not_measured["fanout"] = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            self.results.load["fanout"] = os.getloadavg()
+
+    def run_fanout(self, fan_out: Callable[..., Any]) -> dict[str, float]:
+        from aicmo.orchestration.registry import registry
+
+        self.reset()
+        self.pg.execute("TRUNCATE cam_campaigns CASCADE")
+        self._seed_campaigns(self.sizes.campaigns)
+        self.pg.execute("VACUUM ANALYZE cam_campaigns")
+        tick = registry.get("CAMPAIGN_TICK")
+        params = list(inspect.signature(fan_out).parameters)
+        started = time.perf_counter()
+        if params and params[0] == "session":
+            with session_scope() as session:  # its commit publishes the ticks
+                fan_out(session)
+        else:
+            fan_out()
+        elapsed = time.perf_counter() - started
+        row = self.pg.execute(
+            "SELECT count(*) FROM aol_actions WHERE action_type = 'CAMPAIGN_TICK'"
+        ).fetchone()
+        ticks = int(row[0]) if row else 0
+        published = int(self.redis.llen(tick.queue))
+        if ticks != self.sizes.campaigns or published != ticks:
+            raise NotMeasured(
+                f"the fan-out made {ticks} tick rows and {published} messages for "
+                f"{self.sizes.campaigns} campaigns"
+            )
+        return {"seconds": elapsed, "ticks": ticks}
+
+    def _seed_campaigns(self, count: int) -> None:
+        """``count`` ACTIVE campaigns ticking every 15 minutes (so a slot is always due): one
+        made through the cam API, then copied row for row in SQL (fast, and it follows the
+        table whatever columns it grows)."""
+        try:
+            campaigns = importlib.import_module("aicmo.cam.campaigns")
+            models = importlib.import_module("aicmo.cam.models")
+        except ImportError as exc:
+            raise NotMeasured(f"aicmo.cam is not importable: {exc}") from None
+        spec = {
+            "name": "bench-1",
+            "tick_every_minutes": 15,
+            "steps": [{"subject": "Hello", "body": "Hello there", "wait_minutes": 60}],
+        }
+        with session_scope() as session:
+            template = campaigns.create_campaign(session, spec)
+            campaigns.activate(session, template.id)
+            template_id = template.id
+        table = models.Campaign.__table__
+        columns = [c.name for c in table.columns if c.name not in ("id", "name")]
+        listed = ", ".join(columns)
+        copied = ", ".join(f"c.{name}" for name in columns)
+        self.pg.execute(
+            f"INSERT INTO cam_campaigns (name, {listed}) "
+            f"SELECT 'bench-' || n, {copied} FROM cam_campaigns c, "
+            "generate_series(2, %s::int) AS n WHERE c.id = %s",
+            (count, template_id),
+        )
+
+    # -- 7. embedded default ---------------------------------------------------------------
+
+    def figure_embedded(self) -> None:
+        """The e2e figure on SQLite + kombu's filesystem transport, aicmo only."""
+        self.measure("embedded", ["aicmo"], self.run_embedded)
+
+    def run_embedded(self, kind: str) -> dict[str, float]:
+        count = self.sizes.embedded
+        folder = self.env.tmp / f"embedded-{time.monotonic_ns()}"
+        folder.mkdir(parents=True)
+        database = folder / "aicmo.db"
+        overrides = {
+            "AICMO_DATABASE_URL": f"sqlite:///{database}",
+            "AICMO_BROKER_URL": "filesystem://",
+            "AICMO_BROKER_DIR": str(folder / "broker"),
+            "AICMO_ARTIFACT_DIR": str(folder / "artifacts"),
+        }
+        env = BenchEnv.base_env({**self.env.aicmo_env(), **overrides})
+        subprocess.run(
+            [sys.executable, "-c", "from aicmo.migrate import upgrade; upgrade()"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        worker = self.env.worker("aicmo", [AICMO_QUEUE], log_level=self.log_level, env=overrides)
+        try:
+            worker.start()
+            producer = self.env.track(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.benchmarks.embedded_producer", str(count)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            )
+            out, err = producer.communicate(timeout=max(120, count / 10))
+            if producer.returncode != 0:
+                raise RuntimeError(f"embedded producer failed:\n{err.decode()[-3000:]}")
+            produced = json.loads(out.decode().strip().splitlines()[-1])
+            state = wait_for(
+                lambda: self._embedded_done(database, count, worker),
+                max(60.0, count / 10),
+                interval=0.2,
+                message=f"embedded actions ({worker.log_path})",
+            )
+        finally:
+            self.stop_worker(worker)
+        assert isinstance(state, Done) and state.last_done is not None
+        elapsed = state.last_done - float(produced["t_first"])
+        return {
+            "rate": count / elapsed,
+            "enqueue_rate": count / (float(produced["t_enqueued"]) - float(produced["t_first"])),
+        }
+
+    @staticmethod
+    def _embedded_done(database: Path, count: int, worker: Worker) -> Done | None:
+        if worker.proc is not None and worker.proc.poll() is not None:
+            raise RuntimeError(f"embedded worker died:\n{worker.log()[-3000:]}")
+        with sqlite3.connect(database, timeout=30) as conn:
+            done, failed, last = conn.execute(
+                "SELECT sum(status = 'SUCCESS'), sum(status IN ('FAILED', 'DLQ')), "
+                "max(finished_at_utc) FROM aol_actions"
+            ).fetchone()
+        if failed:
+            raise RuntimeError(f"embedded: {failed} action(s) failed ({worker.log_path})")
+        if not done or done < count:
+            return None
+        finished = datetime.fromisoformat(last)
+        if finished.tzinfo is None:
+            from datetime import UTC
+
+            finished = finished.replace(tzinfo=UTC)
+        return Done(int(done), 0, None, finished.timestamp())

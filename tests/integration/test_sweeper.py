@@ -1,0 +1,173 @@
+"""The sweeper on PostgreSQL: cost O(due rows), safe to run beside itself, each step's rule."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text, update
+from sqlalchemy.orm import Session
+
+from aicmo.db import get_engine, session_scope, utcnow
+from aicmo.orchestration.models import AOLAction
+from aicmo.orchestration.queue import ActionQueue
+from aicmo.orchestration.sweeper import Sweeper
+from tests.conftest import Book
+from tests.support.recording import RecordingDispatcher
+
+pytestmark = pytest.mark.usefixtures("clean", "celery_app")
+
+
+def add_finished_rows(count: int) -> None:
+    """Bulk history: finished actions the sweeper must never read."""
+    with get_engine().begin() as conn:
+        conn.execute(
+            text(
+                """
+                INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,
+                    not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc,
+                    finished_at_utc, queued_at_utc)
+                SELECT 'old-' || n, 'T_NOOP', '{}'::jsonb,
+                       (ARRAY['SUCCESS','FAILED','DLQ','CANCELLED'])[1 + n % 4],
+                       now() - interval '30 days', 1, 3, now() - interval '30 days',
+                       now() - interval '30 days', now() - interval '30 days',
+                       now() - interval '30 days'
+                FROM generate_series(1, :count) AS n
+                """
+            ),
+            {"count": count},
+        )
+        conn.execute(text("ANALYZE aol_actions"))
+
+
+def plans_of(statements: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    plans = []
+    with get_engine().connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        for statement, params in statements:
+            with raw.cursor() as cursor:
+                cursor.execute("EXPLAIN (FORMAT JSON) " + statement, params)
+                plans.append(cursor.fetchone()[0][0]["Plan"])
+        raw.rollback()
+    return plans
+
+
+def scans(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    found = []
+    if plan.get("Relation Name") == "aol_actions" and plan["Node Type"].endswith("Scan"):
+        found.append((plan["Node Type"], plan.get("Index Name", "")))
+    for child in plan.get("Plans", []):
+        found.extend(scans(child))
+    return found
+
+
+def test_a_sweep_reads_indexes_not_the_table(book: Book) -> None:
+    add_finished_rows(100_000)
+    with session_scope() as s:
+        for n in range(20):
+            ActionQueue.enqueue_action(
+                s, "T_NOOP", {"n": n}, f"due-{n}", utcnow() + timedelta(hours=n + 1)
+            )
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "aol_actions" in statement and not statement.lstrip().startswith("INSERT"):
+            statements.append((statement, params))
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        report = Sweeper(dispatcher=RecordingDispatcher()).sweep(now=utcnow() + timedelta(hours=3))
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert report.dispatched == 3  # due within the horizon of "now + 3 h"
+    assert len(statements) >= 4
+    for (statement, _), plan in zip(statements, plans_of(statements), strict=True):
+        for node, index in scans(plan):
+            assert node != "Seq Scan", f"table scan in: {statement[:160]}\n{json.dumps(plan)[:400]}"
+            assert index, (node, statement[:160])
+
+
+def test_two_sweepers_at_once_send_each_due_action_once() -> None:
+    with session_scope() as s:
+        ActionQueue.enqueue_many(
+            s,
+            [
+                {
+                    "action_type": "T_NOOP",
+                    "payload": {"n": n},
+                    "not_before": utcnow() + timedelta(hours=1),
+                }
+                for n in range(600)
+            ],
+        )
+    later = utcnow() + timedelta(hours=1, seconds=1)
+    recorders = [RecordingDispatcher(), RecordingDispatcher()]
+    barrier = threading.Barrier(2)
+
+    def run(recorder: RecordingDispatcher) -> None:
+        sweeper = Sweeper(dispatcher=recorder)
+        sweeper.settings = sweeper.settings.model_copy(update={"sweep_batch_size": 50})
+        barrier.wait()
+        sweeper.dispatch_due(later)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in recorders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sent = recorders[0].ids + recorders[1].ids
+    assert len(sent) == 600 and len(set(sent)) == 600
+    assert recorders[0].ids and recorders[1].ids, "both sweepers should have taken a share"
+
+
+def test_expired_lease_on_last_attempt_goes_to_dlq(book: Book, session: Session) -> None:
+    with session.begin():
+        action = ActionQueue.enqueue_action(
+            session, "T_NOOP", {"n": 1}, "last-try", utcnow() + timedelta(hours=1)
+        )
+        session.execute(
+            update(AOLAction)
+            .where(AOLAction.id == action.id)
+            .values(
+                status="RUNNING",
+                attempts=3,
+                max_attempts=3,
+                claimed_by="gone/1/x",
+                lease_expires_at_utc=utcnow() - timedelta(seconds=1),
+            )
+        )
+    report = Sweeper(dispatcher=RecordingDispatcher()).sweep()
+    assert (report.lease_expired, report.dead_lettered) == (1, 1)
+    row = book.action(action.id)
+    assert row.status == "DLQ" and row.finished_at_utc is not None
+    assert book.events(action.id) == ["LEASE_EXPIRED", "DEAD_LETTERED"]
+
+
+@pytest.mark.parametrize(("depth", "resent"), [(0, 1), (25, 0)])
+def test_lost_message_is_resent_only_when_its_queue_is_empty(
+    session: Session, depth: int, resent: int
+) -> None:
+    with session.begin():
+        # On the isolated queue: no worker reads it here, so the row stays READY.
+        action = ActionQueue.enqueue_action(session, "T_ISOLATED_EFFECT", {"tag": "l"}, "lost")
+    recorder = RecordingDispatcher(depth=depth)
+    report = Sweeper(dispatcher=recorder).sweep(now=utcnow() + timedelta(minutes=1))
+    assert report.resent == resent
+    assert recorder.ids == [action.id] * resent
+
+
+def test_broker_reset_resends_every_waiting_action(session: Session) -> None:
+    with session.begin():
+        ready = ActionQueue.enqueue_action(session, "T_ISOLATED_EFFECT", {"tag": "r"}, "r1")
+        later = ActionQueue.enqueue_action(
+            session, "T_ISOLATED_EFFECT", {"tag": "p"}, "r2", utcnow() + timedelta(hours=5)
+        )
+    recorder = RecordingDispatcher(reset=True)
+    report = Sweeper(dispatcher=recorder).sweep()
+    assert report.broker_reset and recorder.ids == [ready.id]
+    assert later.id not in recorder.ids  # still PENDING: it had no message to lose

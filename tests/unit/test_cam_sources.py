@@ -1,0 +1,66 @@
+"""The CSV lead source and how FETCH_LEADS cuts its output into capture events."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from aicmo.gateways.leads import CsvLeadSource, column_name, lead_source
+from aicmo.orchestration.adapters.leads_adapter import _chunks, event_id, source_kind
+from aicmo.orchestration.errors import PermanentError, RealRunUnconfigured
+
+
+def test_csv_pages_with_a_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "l.csv"
+    path.write_text("Email Address,First-Name\n" + "".join(f"u{i}@x.io,U{i}\n" for i in range(5)))
+    source = lead_source(f"csv:{path}")
+    assert isinstance(source, CsvLeadSource)
+    first = source.fetch("key", limit=2)
+    assert first.leads == [
+        {"email": "u0@x.io", "first_name": "U0"},
+        {"email": "u1@x.io", "first_name": "U1"},
+    ]
+    assert first.next_cursor == "2"
+    last = source.fetch("key", cursor="4", limit=2)
+    assert (len(last.leads), last.next_cursor) == (1, None)
+
+
+def test_csv_errors_are_permanent(tmp_path: Path) -> None:
+    with pytest.raises(PermanentError, match="does not exist"):
+        CsvLeadSource(tmp_path / "none.csv").fetch("k")
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(PermanentError, match="not UTF-8"):
+        CsvLeadSource(tmp_path / "bin.csv").fetch("k")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(PermanentError, match="no header row"):
+        CsvLeadSource(tmp_path / "empty.csv").fetch("k")
+    with pytest.raises(RealRunUnconfigured, match="supported: csv"):
+        lead_source("hubspot:list/3")
+
+
+def test_column_names_are_normalised() -> None:
+    assert [column_name(h) for h in ("E-mail", " First Name ", "LinkedIn", "Job Title")] == [
+        "email",
+        "first_name",
+        "linkedin_url",
+        "title",
+    ]
+
+
+def test_capture_events_are_small_and_content_addressed() -> None:
+    leads = [{"email": f"u{i}@x.io", "notes": "n" * 50_000} for i in range(10)]
+    chunks = _chunks(leads, 500)
+    assert [len(c) for c in chunks] == [3, 3, 3, 1]  # ~192 KiB each at most
+    assert event_id(1, chunks[0]) == event_id(1, [dict(lead) for lead in chunks[0]])
+    assert event_id(1, chunks[0]) != event_id(2, chunks[0])
+    assert event_id(1, chunks[0]).startswith("c1-")
+    assert (source_kind("csv:/a.csv"), source_kind("/data/a.csv")) == ("csv", "csv")
+
+
+def test_multichannel_batch_is_a_real_function_that_imports_cleanly() -> None:
+    from aicmo.cam import auto
+
+    assert inspect.isfunction(auto.multichannel_batch)
+    assert list(inspect.signature(auto.multichannel_batch).parameters)[:2] == ["db", "campaign_id"]
