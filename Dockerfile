@@ -13,7 +13,7 @@ RUN useradd --create-home --uid 10001 aicmo \
     && chown -R aicmo /data
 
 WORKDIR /app
-COPY pyproject.toml README.md beat_schedule.py ./
+COPY pyproject.toml README.md beat_schedule.py alembic.ini ./
 COPY aicmo ./aicmo
 COPY tasks ./tasks
 COPY migrations ./migrations

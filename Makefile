@@ -37,7 +37,7 @@ chaos:  ## the fault-injection suite
 	$(BIN)/pytest tests/chaos $(PYTEST_ARGS)
 
 migrate:  ## apply the Alembic migrations to AICMO_DATABASE_URL
-	$(BIN)/alembic -c migrations/alembic.ini upgrade head
+	$(BIN)/alembic upgrade head
 
 worker:  ## a Celery worker
 	$(BIN)/celery -A tasks worker -l INFO -c 2

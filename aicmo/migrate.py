@@ -9,11 +9,14 @@ from alembic.config import Config
 
 from aicmo.config import get_settings
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = ROOT / "migrations"
+# At the project root, as Alembic projects keep it, so a bare `alembic upgrade head` works.
+ALEMBIC_INI = ROOT / "alembic.ini"
 
 
 def alembic_config(url: str | None = None) -> Config:
-    config = Config(str(MIGRATIONS / "alembic.ini"))
+    config = Config(str(ALEMBIC_INI))
     config.set_main_option("script_location", str(MIGRATIONS))
     # ConfigParser treats % as interpolation: escape it (URL-encoded passwords).
     url = url or get_settings().database_url
