@@ -71,6 +71,8 @@ class Outcome:
     error: str | None = None
     retry_at: datetime | None = None
     result: dict[str, Any] | None = None
+    # What the handler (or the payload's validation) raised, for callers that re-raise it.
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
     def retry_in(self, now: datetime | None = None) -> float:
         if self.retry_at is None:
@@ -131,7 +133,11 @@ class Executor:
 
     # -- the run ---------------------------------------------------------------------------
 
-    def run(self, action_id: int, action_type: str) -> Outcome:
+    def run(
+        self, action_id: int, action_type: str, payload: dict[str, Any] | None = None
+    ) -> Outcome:
+        """Claim, run and record one action. ``payload``: validate and run this one instead of
+        the row's (the original's direct ``handle_*`` calls pass theirs)."""
         spec = registry.get(action_type)
         token = self.new_token()
         claimed = self._claim(action_id, spec, token)
@@ -151,11 +157,13 @@ class Executor:
         )
         started = time.monotonic()
         try:
-            payload = spec.payload_model.model_validate(claimed.payload_json)
+            checked = spec.payload_model.model_validate(
+                claimed.payload_json if payload is None else payload
+            )
         except ValidationError as exc:
             return self._record_failure(action, claimed, spec, token, exc, started)
         try:
-            return self._run_handler(action, claimed, spec, token, payload, started)
+            return self._run_handler(action, claimed, spec, token, checked, started)
         except LeaseLost:
             return self._lease_lost(action, token, started)
         except Exception as exc:
@@ -401,7 +409,9 @@ class Executor:
                 "duration_ms": round(duration_ms, 2),
             },
         )
-        return Outcome(kind, action.id, spec.name, attempt, error=error, retry_at=retry_at)
+        return Outcome(
+            kind, action.id, spec.name, attempt, error=error, retry_at=retry_at, exception=exc
+        )
 
     def _lease_lost(self, action: AOLAction, token: str, started: float) -> Outcome:
         error = "lease lost: the claim expired before the run finished; its writes were discarded"

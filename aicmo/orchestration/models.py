@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
+    ColumnElement,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
+    case,
+    event,
+    func,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.hybrid import hybrid_property
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, synonym, validates
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from aicmo.db import Base, JSONType, UTCDateTime, utcnow
+from aicmo.orchestration.errors import UnknownActionType
+from aicmo.orchestration.registry import registry
+from aicmo.orchestration.retry import RetryPolicy
 from aicmo.orchestration.status import ActionStatus, LogEvent
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY.
@@ -35,18 +48,70 @@ def _partial(where: str) -> dict[str, Any]:
     return {"postgresql_where": text(where), "sqlite_where": text(where)}
 
 
+# -- what the original AICMO's code writes: payloads as JSON text, only its own columns -------
+
+
+def decode_payload(value: Any) -> Any:
+    """The object a payload stands for. The original stored ``payload_json`` as JSON text (and
+    NULL for an empty payload); code written against it still hands over text."""
+    if value is None:
+        return {}
+    if isinstance(value, bytes | bytearray):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        return value
+    try:
+        decoded = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"payload_json is not valid JSON text: {exc}") from None
+    if not isinstance(decoded, dict):
+        raise ValueError(
+            f"payload_json must encode a JSON object, got {type(decoded).__name__}: {value:.80}"
+        )
+    return decoded
+
+
+class PayloadJSON(TypeDecorator[Any]):
+    """JSONB on PostgreSQL, JSON elsewhere; JSON text given as a value is stored as the object
+    it encodes (an ``insert(AOLAction).values(payload_json='{..}')`` in the original's style).
+    The worker's hot path binds its own parameters and never goes through here."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return decode_payload(value) if isinstance(value, str | bytes | bytearray) else value
+
+
+def default_max_attempts(action_type: str | None) -> int:
+    """The type's retry policy, or the default one for a type this process does not know."""
+    try:
+        return registry.get(action_type or "").retry.max_attempts
+    except UnknownActionType:
+        return RetryPolicy.from_settings().max_attempts
+
+
+def _max_attempts_default(context: Any) -> int:
+    return default_max_attempts(context.get_current_parameters().get("action_type"))
+
+
 class AOLAction(Base):
     __tablename__ = "aol_actions"
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     action_type: Mapped[str] = mapped_column(String(64))
-    payload_json: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    payload_json: Mapped[dict[str, Any]] = mapped_column(PayloadJSON)
     status: Mapped[str] = mapped_column(String(16))
     # When the action is due. Never NULL: "now" at enqueue when the caller gives no time.
-    not_before_utc: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_before_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    max_attempts: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=_max_attempts_default)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -88,6 +153,10 @@ class AOLAction(Base):
         Index("ix_aol_actions_status_type", "status", "action_type"),
     )
 
+    @validates("payload_json")
+    def _decode_payload(self, _key: str, value: Any) -> Any:
+        return decode_payload(value)
+
     @property
     def status_enum(self) -> ActionStatus:
         return ActionStatus(self.status)
@@ -99,6 +168,18 @@ class AOLAction(Base):
         )
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The level an engine event reads as through the original's ``level`` (INFO otherwise).
+EVENT_LEVELS = {
+    LogEvent.FAILED.value: "ERROR",
+    LogEvent.DEAD_LETTERED.value: "ERROR",
+    LogEvent.LEASE_LOST.value: "ERROR",
+    LogEvent.LEASE_EXPIRED.value: "ERROR",
+    LogEvent.RETRY_SCHEDULED.value: "WARNING",
+    LogEvent.SKIPPED_DUPLICATE.value: "WARNING",
+}
+
+
 class AOLExecutionLog(Base):
     __tablename__ = "aol_execution_logs"
 
@@ -106,7 +187,8 @@ class AOLExecutionLog(Base):
     action_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("aol_actions.id", ondelete="CASCADE"), index=True
     )
-    event: Mapped[str] = mapped_column(String(32))
+    # A row the original's code writes (level + message) has no engine event: NOTE.
+    event: Mapped[str] = mapped_column(String(32), default=LogEvent.NOTE.value)
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     worker: Mapped[str | None] = mapped_column(String(128))
     duration_ms: Mapped[float | None] = mapped_column(Float)
@@ -115,8 +197,49 @@ class AOLExecutionLog(Base):
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
     details_json: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The original's columns. Engine rows leave them NULL (the hot path writes no more than it
+    # needs); reading ``level``/``message`` gives a value derived from the event for those.
+    stored_level: Mapped[str | None] = mapped_column("level", String(16))
+    stored_message: Mapped[str | None] = mapped_column("message", Text)
 
     action: Mapped[AOLAction] = relationship(back_populates="logs")
+
+    # The original called the row's time ts_utc.
+    ts_utc = synonym("created_at_utc")
+
+    @hybrid_property
+    def level(self) -> str:
+        if self.stored_level is not None:
+            return self.stored_level
+        return EVENT_LEVELS.get(self.event, "INFO")
+
+    @level.inplace.setter
+    def _level_setter(self, value: str | None) -> None:
+        if value is not None:
+            if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
+                raise ValueError(f"level must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+            value = value.upper()
+        self.stored_level = value
+
+    @level.inplace.expression
+    @classmethod
+    def _level_expression(cls) -> ColumnElement[str]:
+        derived = case(EVENT_LEVELS, value=cls.event, else_="INFO")
+        return func.coalesce(cls.stored_level, derived)
+
+    @hybrid_property
+    def message(self) -> str:
+        """What the row says: the message written, else the error, else the event."""
+        return self.stored_message or self.error or self.event
+
+    @message.inplace.setter
+    def _message_setter(self, value: str | None) -> None:
+        self.stored_message = value
+
+    @message.inplace.expression
+    @classmethod
+    def _message_expression(cls) -> ColumnElement[str]:
+        return func.coalesce(cls.stored_message, cls.error, cls.event)
 
     @property
     def event_enum(self) -> LogEvent:
@@ -136,3 +259,23 @@ class AOLControl(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     updated_by: Mapped[str | None] = mapped_column(String(128))
     updated_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# An AOLAction added to a session by hand (the original's way to enqueue) is checked and
+# completed as enqueue does it; the engine itself never inserts through the ORM.
+@event.listens_for(AOLAction, "before_insert")
+def _check_hand_built(_mapper: Any, _connection: Any, action: AOLAction) -> None:
+    from aicmo.orchestration.queue import complete_hand_built
+
+    complete_hand_built(action)
+
+
+@event.listens_for(AOLAction, "after_insert")
+def _dispatch_hand_built(_mapper: Any, _connection: Any, action: AOLAction) -> None:
+    from sqlalchemy.orm import object_session
+
+    from aicmo.orchestration.queue import dispatch_hand_built
+
+    session = object_session(action)
+    if isinstance(session, Session):
+        dispatch_hand_built(session, action)

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Insert, Table, select, update
+from sqlalchemy import Insert, Table, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 
@@ -34,7 +34,7 @@ from aicmo.orchestration.errors import (
 )
 from aicmo.orchestration.models import AOLAction
 from aicmo.orchestration.registry import ActionType, registry
-from aicmo.orchestration.status import ActionStatus
+from aicmo.orchestration.status import CLAIMABLE_STATUSES, ActionStatus
 
 log = logging.getLogger(__name__)
 
@@ -512,3 +512,48 @@ def _prepare_item(item: Any, now: datetime) -> PreparedAction:
         key = item[2] if len(item) == 3 else None
         return prepare(item[0], item[1], key, None, now)
     raise InvalidPayload("?", [f"expected (type, payload[, key]) or a dict, got {item!r:.80}"])
+
+
+# -- AOLAction rows built by hand (the original's way to enqueue) -----------------------------
+
+_HAND_BUILT_DISPATCH = "aol_hand_built_countdown"
+
+
+def complete_hand_built(action: AOLAction) -> None:
+    """Check an ``AOLAction`` added to a session by hand and fill what the original's code
+    never set, exactly as enqueue does: a known type, a valid key, the payload validated and
+    stored in its checked form, ``not_before_utc`` now, ``max_attempts`` from the type's policy.
+    Called at flush (a mapper event): an error here leaves no row."""
+    now = utcnow()
+    if not isinstance(action.action_type, str):
+        raise InvalidPayload(str(action.action_type), ["action_type: must be a string"])
+    spec = registry.get(action.action_type)
+    action.idempotency_key = validate_key(action.idempotency_key)
+    action.payload_json = validate_payload(spec, action.payload_json)
+    check_size(spec, canonical_json(action.payload_json))
+    if action.not_before_utc is None:
+        action.not_before_utc = now
+    elif action.not_before_utc.tzinfo is None or action.not_before_utc.utcoffset() is None:
+        raise InvalidSchedule(
+            f"not_before_utc {action.not_before_utc.isoformat()} is a naive datetime; give a "
+            "timezone (e.g. datetime.now(UTC))"
+        )
+    if action.max_attempts is None:
+        action.max_attempts = spec.retry.max_attempts
+    # A READY (or RETRY) row due soon is sent after commit, as an enqueued one is. A PENDING
+    # one is left to the sweeper, which makes it READY and sends it when it is due.
+    wait = (action.not_before_utc - now).total_seconds()
+    if (
+        action.status in CLAIMABLE_STATUSES
+        and action.queued_at_utc is None
+        and wait <= get_settings().dispatch_horizon_seconds
+    ):
+        action.queued_at_utc = max(now, action.not_before_utc)
+        inspect(action).info[_HAND_BUILT_DISPATCH] = max(0.0, wait)
+
+
+def dispatch_hand_built(session: Session, action: AOLAction) -> None:
+    """After the INSERT of a hand-built row: its message goes out when ``session`` commits."""
+    countdown = inspect(action).info.pop(_HAND_BUILT_DISPATCH, None)
+    if countdown is not None:
+        dispatch_after_commit(session, [Dispatch(action.id, action.action_type, countdown)])

@@ -31,6 +31,7 @@ CANCELLABLE_STATUSES = WAITING_STATUSES
 
 class LogEvent(StrEnum):
     ENQUEUED = "ENQUEUED"
+    NOTE = "NOTE"  # a line written by application code (the original's level + message)
     CLAIMED = "CLAIMED"
     SUCCEEDED = "SUCCEEDED"
     RETRY_SCHEDULED = "RETRY_SCHEDULED"

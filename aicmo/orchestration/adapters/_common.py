@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from aicmo.config import get_settings
-from aicmo.orchestration.artifacts import ArtifactWriter, artifact_fields
-from aicmo.orchestration.context import ActionContext
-from aicmo.orchestration.manager import get_action
+from pydantic import model_validator
 
-__all__ = ["artifact_fields", "context_for"]
+__all__ = ["original_keys"]
+
+# The original's daemon added the action's key to every payload it handed a handler.
+ALWAYS_IGNORED = frozenset({"idempotency_key"})
 
 
-def context_for(session: Session, action_id: int, proof_mode: bool) -> ActionContext:
-    """An ActionContext for calling a handler directly, outside a worker (the seed's API)."""
-    action = get_action(session, action_id)
-    return ActionContext(
-        action=action,
-        session=session,
-        proof_mode=proof_mode,
-        artifacts=ArtifactWriter(
-            get_settings().artifact_dir, action.action_type, action.idempotency_key
-        ),
-        worker="direct",
-    )
+def original_keys(*, ignored: Iterable[str] = (), renamed: Mapping[str, str] | None = None) -> Any:
+    """A pydantic "before" model validator accepting the keys the original AICMO put in this
+    type's payloads: ``ignored`` ones (and ``idempotency_key``) are dropped, ``renamed`` ones
+    are read under their new name. Any other unknown key is still refused (``extra="forbid"``),
+    so a typo stays an error. Use as ``accept_original_keys = original_keys(...)`` in the
+    payload model's body."""
+    dropped = ALWAYS_IGNORED | frozenset(ignored)
+    aliases = dict(renamed or {})
+    known = dropped | aliases.keys()
+
+    def accept(cls: Any, data: Any) -> Any:
+        if not isinstance(data, dict) or known.isdisjoint(data):
+            return data
+        cleaned = {key: value for key, value in data.items() if key not in known}
+        for old, new in aliases.items():
+            if old not in data:
+                continue
+            if new in cleaned and cleaned[new] != data[old]:
+                raise ValueError(f"{old} (the original's name for {new}) disagrees with {new}")
+            cleaned[new] = data[old]
+        return cleaned
+
+    return model_validator(mode="before")(classmethod(accept))  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.orm import Session
@@ -25,8 +25,9 @@ from aicmo.db import utcnow
 from aicmo.gateways.factory import email_sender, social_poster
 from aicmo.gateways.metrics import metrics_source
 from aicmo.gateways.ports import OutgoingEmail, SendResult, SocialPost
-from aicmo.orchestration.adapters._common import artifact_fields, context_for
+from aicmo.orchestration.adapters._common import original_keys
 from aicmo.orchestration.context import ActionContext
+from aicmo.orchestration.direct import run_direct
 from aicmo.orchestration.errors import PermanentError, RealRunUnconfigured
 from aicmo.orchestration.registry import registry
 from aicmo.orchestration.retry import RetryPolicy
@@ -54,6 +55,9 @@ class CampaignTickPayload(BaseModel):
 
     campaign_id: Id
     slot: AwareDatetime | None = None  # the cadence slot beat enqueued it for (recorded)
+    # The original's tick payload also carried batch_size and mode: here the campaign's own
+    # batch size and mode (and AICMO_PROOF_MODE) decide, so they are dropped.
+    accept_original_keys: ClassVar[Any] = original_keys(ignored={"batch_size", "mode"})
 
 
 class CampaignPublishPayload(BaseModel):
@@ -61,12 +65,21 @@ class CampaignPublishPayload(BaseModel):
 
     message_id: Id
 
+    # The original's publish payload also carried the platform, content and audience: here
+    # the approved message row decides all three (the review gate), so they are dropped.
+    accept_original_keys: ClassVar[Any] = original_keys(
+        ignored={"platform", "content", "audience"},
+        renamed={"outreach_message_id": "message_id"},
+    )
+
 
 class CampaignFetchMetricsPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     campaign_id: Id
     date: dt.date  # the campaign's local date
+
+    accept_original_keys: ClassVar[Any] = original_keys()
 
 
 class CampaignCaptureLeadsPayload(BaseModel):
@@ -77,6 +90,8 @@ class CampaignCaptureLeadsPayload(BaseModel):
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=160)] | None = None
     # Each lead is validated on its own by the handler: one bad lead is reported, not fatal.
     leads: list[Any] = Field(min_length=1, max_length=MAX_LEADS_PER_CAPTURE)
+
+    accept_original_keys: ClassVar[Any] = original_keys()
 
 
 # -- CAMPAIGN_TICK -------------------------------------------------------------------------
@@ -230,61 +245,30 @@ def campaign_capture_leads(
     }
 
 
-# -- the seed's entry points: run a handler for an existing action in a given session -------
-
-
-def _direct(
-    session: Session,
-    action_id: int,
-    payload: dict[str, Any] | BaseModel,
-    proof_mode: bool,
-    model: type[BaseModel],
-    handler: Any,
-) -> dict[str, Any]:
-    checked = model.model_validate(
-        payload.model_dump() if isinstance(payload, BaseModel) else payload
-    )
-    ctx = context_for(session, action_id, proof_mode)
-    result: dict[str, Any] = handler(ctx, checked) or {}
-    return {**result, **artifact_fields(ctx.artifacts.written)}
+# -- the original's entry points: run one waiting action now, as a worker would -------------
+# Each commits ``session`` first and records the outcome (see aicmo.orchestration.direct).
 
 
 def handle_campaign_tick(
     session: Session, action_id: int, payload: dict[str, Any], proof_mode: bool = False
 ) -> dict[str, Any]:
-    return _direct(session, action_id, payload, proof_mode, CampaignTickPayload, campaign_tick)
+    return run_direct(session, keys.TICK, action_id, payload, proof_mode)
 
 
 def handle_campaign_publish(
     session: Session, action_id: int, payload: dict[str, Any], proof_mode: bool = False
 ) -> dict[str, Any]:
-    """Live mode with no configured gateway raises ``RealRunUnconfigured``."""
-    return _direct(
-        session, action_id, payload, proof_mode, CampaignPublishPayload, campaign_publish
-    )
+    """Live mode with no configured gateway records FAILED and raises ``RealRunUnconfigured``."""
+    return run_direct(session, keys.PUBLISH, action_id, payload, proof_mode)
 
 
 def handle_campaign_fetch_metrics(
     session: Session, action_id: int, payload: dict[str, Any], proof_mode: bool = False
 ) -> dict[str, Any]:
-    return _direct(
-        session,
-        action_id,
-        payload,
-        proof_mode,
-        CampaignFetchMetricsPayload,
-        campaign_fetch_metrics,
-    )
+    return run_direct(session, keys.FETCH_METRICS, action_id, payload, proof_mode)
 
 
 def handle_campaign_capture_leads(
     session: Session, action_id: int, payload: dict[str, Any], proof_mode: bool = False
 ) -> dict[str, Any]:
-    return _direct(
-        session,
-        action_id,
-        payload,
-        proof_mode,
-        CampaignCaptureLeadsPayload,
-        campaign_capture_leads,
-    )
+    return run_direct(session, keys.CAPTURE_LEADS, action_id, payload, proof_mode)

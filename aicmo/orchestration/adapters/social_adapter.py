@@ -2,29 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+import re
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, field_validator
 from sqlalchemy.orm import Session
 
 from aicmo.gateways.factory import social_poster
 from aicmo.gateways.ports import SocialPost
-from aicmo.orchestration.adapters._common import artifact_fields, context_for
+from aicmo.orchestration.adapters._common import original_keys
 from aicmo.orchestration.context import ActionContext
+from aicmo.orchestration.direct import run_direct
 from aicmo.orchestration.errors import RealRunUnconfigured
 from aicmo.orchestration.registry import registry
 from aicmo.orchestration.retry import RetryPolicy
 
-__all__ = ["PostSocialPayload", "RealRunUnconfigured", "handle_post_social", "post_social"]
+__all__ = [
+    "PostSocialPayload",
+    "RealRunUnconfigured",
+    "audience_text",
+    "handle_post_social",
+    "normalise_platform",
+    "post_social",
+]
+
+_NOT_A_NAME_CHAR = re.compile(r"[^a-z0-9]+")
 
 
-def _normalise(value: object) -> object:
-    return value.strip().lower() if isinstance(value, str) else value
+def normalise_platform(value: object) -> object:
+    """A platform name as people write it, in the form it is stored and configured under:
+    lower case, runs of spaces and punctuation as one ``_`` ("LinkedIn Page" ->
+    "linkedin_page", "X (Twitter)" -> "x_twitter")."""
+    if not isinstance(value, str):
+        return value
+    return _NOT_A_NAME_CHAR.sub("_", value.strip().lower()).strip("_")
 
 
 Platform = Annotated[
-    str, BeforeValidator(_normalise), StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    str, BeforeValidator(normalise_platform), StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")
 ]
+# The original's payloads carried the audience as text or as an object ({"segment": ..}).
+Audience = str | dict[str, Any] | None
+MAX_AUDIENCE_CHARS = 500
+
+
+def audience_text(audience: str | dict[str, Any] | None) -> str | None:
+    """The audience as the posting gateways take it: text (an object as compact JSON)."""
+    if audience is None or isinstance(audience, str):
+        return audience
+    return json.dumps(audience, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class PostSocialPayload(BaseModel):
@@ -32,7 +59,17 @@ class PostSocialPayload(BaseModel):
 
     social_platform: Platform
     content: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
-    audience: Annotated[str, StringConstraints(max_length=500)] | None = None
+    audience: Audience = None
+
+    accept_original_keys: ClassVar[Any] = original_keys()
+
+    @field_validator("audience")
+    @classmethod
+    def _audience_fits(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        text = audience_text(value)
+        if text is not None and len(text) > MAX_AUDIENCE_CHARS:
+            raise ValueError(f"audience is {len(text)} characters, over {MAX_AUDIENCE_CHARS}")
+        return value
 
 
 @registry.action(
@@ -46,7 +83,7 @@ def post_social(ctx: ActionContext, payload: PostSocialPayload) -> dict[str, Any
     """Post content to a social platform."""
     poster = social_poster(payload.social_platform, ctx.proof_mode, ctx.artifacts)
     sent = poster.post(
-        SocialPost(payload.social_platform, payload.content, payload.audience),
+        SocialPost(payload.social_platform, payload.content, audience_text(payload.audience)),
         ctx.idempotency_key,
     )
     return {
@@ -59,11 +96,12 @@ def post_social(ctx: ActionContext, payload: PostSocialPayload) -> dict[str, Any
 def handle_post_social(
     session: Session, action_id: int, payload: dict[str, Any], proof_mode: bool = False
 ) -> dict[str, Any]:
-    """The seed's entry point: run POST_SOCIAL for an existing action in ``session``.
+    """The original's entry point: run the POST_SOCIAL action ``action_id`` now, as a worker
+    would, and record its outcome (see :mod:`aicmo.orchestration.direct`; it commits
+    ``session`` first). Returns the result, with the artifact's path and sha256 in proof mode.
 
-    Live mode with no configured poster raises :class:`RealRunUnconfigured`.
+    Live mode with no configured poster records FAILED and raises
+    :class:`RealRunUnconfigured`; a payload missing required keys records FAILED and raises
+    a ``ValueError``.
     """
-    model = PostSocialPayload.model_validate(payload)
-    ctx = context_for(session, action_id, proof_mode)
-    result = post_social(ctx, model)
-    return {**(result or {}), **artifact_fields(ctx.artifacts.written)}
+    return run_direct(session, "POST_SOCIAL", action_id, payload, proof_mode)
