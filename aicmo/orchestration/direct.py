@@ -126,6 +126,22 @@ def _raise_for(outcome: Outcome, spec: ActionType) -> None:
     )
 
 
+def _run(
+    engine: Engine, spec: ActionType, action_id: int, payload: Any, proof_mode: bool
+) -> Outcome:
+    _make_due_now(engine, spec, action_id, payload)
+    executor = Executor(
+        worker=f"direct:{default_worker_name()}",
+        settings=get_settings().model_copy(update={"proof_mode": proof_mode}),
+        engine=engine,
+    )
+    try:
+        return executor.run(action_id, spec.name, payload=payload)
+    finally:
+        if executor.store.direct is not None:
+            executor.store.direct.close()  # its own psycopg connection, opened for this run
+
+
 def run_direct(
     session: Session,
     action_type: str,
@@ -139,20 +155,10 @@ def run_direct(
         payload = payload.model_dump(mode="json")
     if session.in_transaction():
         session.commit()
-    engine = _engine(session)
-    _make_due_now(engine, spec, action_id, payload)
-    settings = get_settings()
-    executor = Executor(
-        worker=f"direct:{default_worker_name()}",
-        settings=settings.model_copy(update={"proof_mode": proof_mode}),
-        engine=engine,
-    )
     try:
-        outcome = executor.run(action_id, spec.name, payload=payload)
+        outcome = _run(_engine(session), spec, action_id, payload, proof_mode)
     finally:
-        if executor.store.direct is not None:
-            executor.store.direct.close()  # its own psycopg connection, opened for this run
-        # The caller's copy of the row is stale: the next read loads the outcome.
+        # The caller's copy of the row is stale either way: its next read loads the outcome.
         for obj in list(session.identity_map.values()):
             if isinstance(obj, AOLAction) and obj.id == action_id:
                 session.expire(obj)

@@ -29,7 +29,7 @@ from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, synonym, validates
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from aicmo.db import Base, JSONType, UTCDateTime, utcnow
+from aicmo.db import Base, JSONType, NaiveDatetimeError, UTCDateTime, utcnow
 from aicmo.orchestration.errors import UnknownActionType
 from aicmo.orchestration.registry import registry
 from aicmo.orchestration.retry import RetryPolicy
@@ -206,6 +206,16 @@ class AOLExecutionLog(Base):
 
     # The original called the row's time ts_utc.
     ts_utc = synonym("created_at_utc")
+
+    @validates("created_at_utc")
+    def _aware(self, _key: str, value: datetime | None) -> datetime | None:
+        # The original wrote ts_utc=datetime.utcnow(): refused here, where the mistake is.
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise NaiveDatetimeError(
+                f"ts_utc {value.isoformat()} is a naive datetime; give a timezone "
+                "(e.g. datetime.now(UTC))"
+            )
+        return value
 
     @hybrid_property
     def level(self) -> str:

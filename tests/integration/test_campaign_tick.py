@@ -211,7 +211,7 @@ def test_multichannel_batch_spreads_a_batch_over_the_channels(database_url: str)
         leads.capture(s, cid, "test", people)
     with session_factory(database_url)() as s, s.begin():
         result = multichannel_batch(s, cid, batch_size=10, generator=None)
-    assert (result.outcome, result.messages_drafted) == ("done", 7)
+    assert (result["outcome"], result["drafted"]) == ("done", 7)
     channels = Counter(m.channel for m in support.messages(database_url, cid))
     assert channels == {"email": 3, "linkedin": 4}
 

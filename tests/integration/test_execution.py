@@ -130,20 +130,18 @@ def test_live_mode_without_poster_is_failed_not_retried(book: Book, celery_app: 
     # The shared worker is in proof mode; the seed's direct API shows live mode's refusal.
     from aicmo.orchestration.adapters.social_adapter import RealRunUnconfigured, handle_post_social
 
+    later = datetime.now(UTC) + timedelta(hours=1)  # out of the shared worker's way
+    payload = {"social_platform": "x", "content": "y"}
     with session_scope() as s:
-        action = ActionQueue.enqueue_action(
-            s,
-            "POST_SOCIAL",
-            {"social_platform": "x", "content": "y"},
-            "live-1",
-            datetime.now(UTC) + timedelta(hours=1),
-        )
-        with pytest.raises(RealRunUnconfigured, match="no social poster"):
-            handle_post_social(s, action.id, {"social_platform": "x", "content": "y"})
-        result = handle_post_social(
-            s, action.id, {"social_platform": "x", "content": "y"}, proof_mode=True
-        )
+        live = ActionQueue.enqueue_action(s, "POST_SOCIAL", payload, "live-1", later).id
+        proof = ActionQueue.enqueue_action(s, "POST_SOCIAL", payload, "live-2", later).id
+    with session_scope() as s, pytest.raises(RealRunUnconfigured, match="no social poster"):
+        handle_post_social(s, live, payload)
+    with session_scope() as s:
+        result = handle_post_social(s, proof, payload, proof_mode=True)
     assert result["external_id"].startswith("proof-x-") and result["artifacts"]
+    assert (book.action(live).status, book.action(proof).status) == ("FAILED", "SUCCESS")
+    assert book.action(live).attempts == 1  # FAILED at once, not retried
 
 
 def test_payload_invalid_at_run_time_is_failed_with_the_message(book: Book) -> None:
