@@ -4,28 +4,40 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-fast lint bench chaos migrate worker beat flower up down clean
+.PHONY: help install services demo test test-fast lint bench chaos migrate worker beat flower up down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+# Installed once, and again whenever pyproject.toml changes: `make test` on a fresh clone
+# installs what it needs first.
+INSTALLED := $(VENV)/.installed
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
 install: $(PY)  ## create .venv and install aicmo with its dev tools
 	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(INSTALLED)
 
 demo: install  ## run the whole flow on the embedded default (SQLite + file transport)
 	$(BIN)/aicmo demo
 
-test:  ## the whole suite (needs PostgreSQL and Redis on localhost)
+services: $(INSTALLED)  ## check PostgreSQL and Redis on localhost (start them with Docker if it exists)
+	@$(PY) -m tests.support.ensure_services
+
+test: $(INSTALLED) services  ## the whole suite (needs PostgreSQL and Redis on localhost)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast:  ## unit tests only
+test-fast: $(INSTALLED)  ## unit tests only
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-lint:  ## ruff and mypy
+lint: $(INSTALLED)  ## ruff and mypy
 	$(BIN)/ruff check aicmo tasks tests migrations beat_schedule.py
 	$(BIN)/ruff format --check aicmo tasks migrations beat_schedule.py
 	$(BIN)/mypy

@@ -464,3 +464,65 @@ def test_the_orchestration_package_has_a_version() -> None:
     import aicmo.orchestration
 
     assert aicmo.orchestration.__version__ == aicmo.__version__
+
+
+# -- make test on a fresh machine ----------------------------------------------------------
+
+
+def _ensure_services(tmp_path: Path, path: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [os.sys.executable, "-m", "tests.support.ensure_services"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PATH": path,
+            # Nothing listens on port 1: both "missing".
+            "AICMO_TEST_PG_ADMIN": "postgresql://postgres@127.0.0.1:1/postgres",
+            "AICMO_TEST_REDIS": "redis://127.0.0.1:1",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_make_test_says_how_to_start_missing_services_without_docker(tmp_path: Path) -> None:
+    done = _ensure_services(tmp_path, str(tmp_path))  # a PATH with no docker on it
+    assert done.returncode == 2
+    assert (
+        "PostgreSQL is not reachable at postgresql://postgres@127.0.0.1:1/postgres" in done.stderr
+    )
+    assert "Redis is not reachable at redis://127.0.0.1:1" in done.stderr
+    assert "docker compose -f docker-compose.test.yml up -d postgres redis" in done.stderr
+    assert "AICMO_TEST_PG_ADMIN=" in done.stderr
+
+
+def test_make_test_starts_missing_services_with_docker_when_it_exists(tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    docker = tmp_path / "bin" / "docker"
+    docker.parent.mkdir()
+    docker.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 0\n')
+    docker.chmod(0o755)
+    done = _ensure_services(
+        tmp_path, f"{docker.parent}:/usr/bin:/bin", AICMO_TEST_SERVICES_WAIT="1"
+    )
+    started = calls.read_text().splitlines()
+    assert started[0] == "compose version"
+    assert started[1] == f"compose -f {ROOT / 'docker-compose.test.yml'} up -d postgres redis"
+    assert done.returncode == 2 and "still waiting after 1" in done.stderr  # nothing came up
+
+
+def test_make_test_installs_before_it_tests() -> None:
+    plan = subprocess.run(
+        ["make", "-n", "-B", "test", "VENV=/nonexistent-venv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.splitlines()
+    create = plan.index("python3 -m venv /nonexistent-venv")
+    install = next(i for i, line in enumerate(plan) if "pip install --quiet -e" in line)
+    check = next(i for i, line in enumerate(plan) if "tests.support.ensure_services" in line)
+    run = next(i for i, line in enumerate(plan) if line.startswith("/nonexistent-venv/bin/pytest"))
+    assert create < install < check < run
