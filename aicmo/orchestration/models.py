@@ -85,7 +85,9 @@ class PayloadJSON(TypeDecorator[Any]):
         return dialect.type_descriptor(JSON())
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        return decode_payload(value) if isinstance(value, str | bytes | bytearray) else value
+        if value is None or isinstance(value, str | bytes | bytearray):
+            return decode_payload(value)
+        return value
 
 
 def default_max_attempts(action_type: str | None) -> int:
