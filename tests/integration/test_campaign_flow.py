@@ -24,7 +24,6 @@ from aicmo.cam.clock import local_date
 from aicmo.cam.models import CampaignMetrics, Lead, OrchestratorRun, OutreachMessage
 from aicmo.config import get_settings
 from aicmo.db import session_factory
-from aicmo.orchestration.adapters.campaign_adapter import handle_campaign_fetch_metrics
 from aicmo.orchestration.models import AOLAction, AOLExecutionLog
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.orchestration.status import ActionStatus
@@ -442,14 +441,19 @@ def test_metrics_for_a_date_are_correct_and_idempotent(database_url: str, book: 
         )
     assert same.id == action.id
 
-    # Re-running the date after more activity updates its one row.
+    # Collecting the date again after more activity (an action of its own: the first one
+    # succeeded once and stays so) updates its one row.
     with session_factory(database_url)() as s, s.begin():
         review.approve_many(s, [m.id for m in drafts[7:10]], "rev")
     settle(database_url, book)
     with session_factory(database_url)() as s, s.begin():
-        again = handle_campaign_fetch_metrics(
-            s, action.id, {"campaign_id": cid, "date": day.isoformat()}, proof_mode=True
+        rerun = ActionQueue.enqueue_action(
+            s,
+            keys.FETCH_METRICS,
+            {"campaign_id": cid, "date": day.isoformat()},
+            f"{keys.metrics_key(cid, day)}:again",
         )
+    again = book.wait_status(rerun.id, "SUCCESS").result_json
     assert (again["messages_approved"], again["messages_published"]) == (8, 8)
     with session_factory(database_url)() as s:
         rows = s.scalars(select(CampaignMetrics).where(CampaignMetrics.campaign_id == cid)).all()

@@ -323,6 +323,7 @@ def test_a_direct_call_goes_through_the_workers_fencing(url: str, session: Sessi
 
 def test_the_campaign_handlers_take_the_original_payloads(url: str, session: Session) -> None:
     from aicmo.orchestration.adapters.campaign_adapter import (
+        handle_campaign_capture_leads,
         handle_campaign_fetch_metrics,
         handle_campaign_publish,
         handle_campaign_tick,
@@ -366,6 +367,27 @@ def test_the_campaign_handlers_take_the_original_payloads(url: str, session: Ses
         session, metrics.id, {"campaign_id": cid, "date": day, "idempotency_key": "m-1"}, True
     )
     assert counted["messages_published"] == 1 and metrics.status == "SUCCESS"
+
+    people = [{"email": "grace@example.org", "first_name": "Grace"}]
+    capture = ActionQueue.enqueue_action(
+        session,
+        "CAMPAIGN_CAPTURE_LEADS",
+        {"campaign_id": cid, "source": "webhook", "event_id": "e-1", "leads": people},
+        "l-1",
+    )
+    captured = handle_campaign_capture_leads(
+        session,
+        capture.id,
+        {
+            "campaign_id": cid,
+            "source": "webhook",
+            "event_id": "e-1",
+            "leads": people,
+            "idempotency_key": "l-1",
+        },
+        proof_mode=True,
+    )
+    assert captured["created"] == 1 and capture.status == "SUCCESS"
 
 
 # -- multichannel_batch --------------------------------------------------------------------
