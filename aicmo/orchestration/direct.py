@@ -24,7 +24,6 @@ What a direct call does, in order:
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -41,12 +40,11 @@ from aicmo.orchestration.errors import (
     InvalidTransition,
 )
 from aicmo.orchestration.executor import Executor, Outcome, OutcomeKind, default_worker_name
+from aicmo.orchestration.manager import paused_flags
 from aicmo.orchestration.models import AOLAction
 from aicmo.orchestration.queue import canonical_json, publish_now
 from aicmo.orchestration.registry import ActionType, registry
 from aicmo.orchestration.status import WAITING_STATUSES, ActionStatus
-
-log = logging.getLogger(__name__)
 
 __all__ = ["run_direct"]
 
@@ -88,6 +86,11 @@ def _make_due_now(engine: Engine, spec: ActionType, action_id: int, payload: Any
                 f"action {action_id} is {status}; a direct call runs only waiting "
                 "(PENDING/READY/RETRY) actions (replay a FAILED or DLQ one first)"
             )
+        flags = ("pause", f"pause:{spec.name}")
+        paused = [flag.name for flag in paused_flags(session) if flag.name in flags]
+        if paused:
+            # Left exactly as it was: it runs when the operator resumes.
+            raise InvalidTransition(f"action {action_id} not run: {paused[0]} is on")
         given = _checked(spec, payload)
         if given is not None:
             kept = _checked(spec, stored)

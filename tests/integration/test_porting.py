@@ -321,6 +321,18 @@ def test_a_direct_call_goes_through_the_workers_fencing(url: str, session: Sessi
         worker.store.direct.close()
 
 
+def test_a_direct_call_leaves_a_paused_type_alone(url: str, session: Session) -> None:
+    from aicmo.orchestration import manager
+    from aicmo.orchestration.adapters.social_adapter import handle_post_social
+
+    action = hand_built(session, "orig-paused", ORIGINAL_POST, status="PENDING")
+    manager.pause(session, "POST_SOCIAL", reason="porting test")
+    session.commit()
+    with pytest.raises(InvalidTransition, match="pause:POST_SOCIAL is on"):
+        handle_post_social(session, action.id, ORIGINAL_POST, proof_mode=True)
+    assert (action.status, action.attempts) == ("PENDING", 0)
+
+
 def test_the_campaign_handlers_take_the_original_payloads(url: str, session: Session) -> None:
     from aicmo.orchestration.adapters.campaign_adapter import (
         handle_campaign_capture_leads,
