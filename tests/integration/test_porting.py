@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -476,7 +477,7 @@ def test_multichannel_batch_on_a_paused_campaign_does_nothing(url: str, session:
 def test_alembic_upgrade_head_from_the_repository_root(tmp_path: Path) -> None:
     database = tmp_path / "bare.db"
     env = {**os.environ, "AICMO_DATABASE_URL": f"sqlite:///{database}"}
-    alembic = Path(os.sys.executable).parent / "alembic"
+    alembic = Path(sys.executable).parent / "alembic"
     done = subprocess.run(
         [str(alembic), "upgrade", "head"],
         cwd=ROOT,
@@ -505,7 +506,7 @@ def test_the_orchestration_package_has_a_version() -> None:
 
 def _ensure_services(tmp_path: Path, path: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [os.sys.executable, "-m", "tests.support.ensure_services"],
+        [sys.executable, "-m", "tests.support.ensure_services"],
         cwd=ROOT,
         env={
             **os.environ,
