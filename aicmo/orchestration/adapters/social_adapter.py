@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, model_validator
 from sqlalchemy.orm import Session
 
 from aicmo.gateways.factory import social_poster
+from aicmo.gateways.platforms import length_problem
 from aicmo.gateways.ports import SocialPost
 from aicmo.orchestration.adapters._common import artifact_fields, context_for
 from aicmo.orchestration.context import ActionContext
@@ -34,6 +35,14 @@ class PostSocialPayload(BaseModel):
     content: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
     audience: Annotated[str, StringConstraints(max_length=500)] | None = None
 
+    @model_validator(mode="after")
+    def _fits_the_platform(self) -> PostSocialPayload:
+        # Refused at enqueue, not by the platform after a worker picked it up.
+        problem = length_problem(self.social_platform, self.content)
+        if problem:
+            raise ValueError(f"content is too long for {self.social_platform}: {problem}")
+        return self
+
 
 @registry.action(
     "POST_SOCIAL",
@@ -46,7 +55,13 @@ def post_social(ctx: ActionContext, payload: PostSocialPayload) -> dict[str, Any
     """Post content to a social platform."""
     poster = social_poster(payload.social_platform, ctx.proof_mode, ctx.artifacts)
     sent = poster.post(
-        SocialPost(payload.social_platform, payload.content, payload.audience),
+        SocialPost(
+            payload.social_platform,
+            payload.content,
+            payload.audience,
+            created_at=ctx.action.created_at_utc,
+            attempt=ctx.attempt,
+        ),
         ctx.idempotency_key,
     )
     return {
