@@ -82,9 +82,12 @@ class BlueskyGateway(NativeGateway):
         )
 
     def authorized(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        if not self.account.secrets.get("access_jwt"):
-            self.refresh()  # no session yet: make one
+        self._ensure_session()
         return super().authorized(method, url, **kwargs)
+
+    def _ensure_session(self) -> None:
+        if not self.account.secrets.get("access_jwt"):
+            self.refresh()  # no session yet: make one (it tells us the DID too)
 
     def _session(self, response: httpx.Response) -> Refreshed:
         document = response.json()
@@ -133,6 +136,7 @@ class BlueskyGateway(NativeGateway):
         return str(self.account.config.get("did") or self.account.handle)
 
     def create(self, post: SocialPost, idempotency_key: str) -> SendResult:
+        self._ensure_session()
         rkey = tid_for(idempotency_key, post.created_at)
         record = {
             "$type": POST_COLLECTION,
