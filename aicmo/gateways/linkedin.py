@@ -9,6 +9,7 @@ client credentials the gateway refreshes under the account's lease, else a 401 f
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -126,8 +127,6 @@ class LinkedInGateway(NativeGateway):
             urn = response.headers.get("x-restli-id") or response.headers.get("x-linkedin-id")
             return SendResult(urn, detail="HTTP 201", provider=self.provider)
         if response.status_code == 422 and post.attempt > 1:
-            import re
-
             named = re.search(_URN, self.message(response))
             if named and "duplicate" in self.message(response).lower():
                 return SendResult(

@@ -27,12 +27,16 @@ from aicmo.gateways.errors import (
     GatewayPermanentError,
     GatewayTransientError,
     error_for_status,
+    provider_message,
 )
 from aicmo.gateways.http import send_with_deadline, shared_client
 from aicmo.gateways.platforms import length_problem
 from aicmo.gateways.ports import SendResult, SocialPost
+from aicmo.orchestration.errors import Deferred
 from aicmo.orchestration.redaction import register_secret
 
+# What platforms answer to content they will not take (invalid, too long, duplicate).
+CONTENT_STATUSES = frozenset({400, 409, 413, 422})
 # Refresh this long before the recorded expiry, so a token does not lapse mid-call.
 EXPIRY_MARGIN = timedelta(seconds=60)
 
@@ -187,8 +191,6 @@ class NativeGateway:
         return error
 
     def message(self, response: httpx.Response) -> str:
-        from aicmo.gateways.errors import provider_message
-
         return provider_message(response.content) or response.reason_phrase
 
     def fail(self, response: httpx.Response) -> GatewayTransientError | GatewayPermanentError:
@@ -196,7 +198,7 @@ class NativeGateway:
         error = error_for_status(
             self.provider, response.status_code, self.message(response), headers=response.headers
         )
-        if isinstance(error, GatewayPermanentError) and not isinstance(error, BadCredentials):
+        if response.status_code in CONTENT_STATUSES and not isinstance(error, BadCredentials):
             return ContentRefused(self.provider, str(error).split(": ", 1)[-1], status=error.status)
         return error
 
@@ -212,8 +214,9 @@ class NativeGateway:
                 self.account.id, seen, self.settings.social_refresh_wait_seconds
             )
             if newer is None:
-                raise GatewayTransientError(
-                    self.provider, "another worker is refreshing the token", retry_after=lease
+                # Not a failure of this action: it runs again once the refresh is done.
+                raise Deferred(
+                    f"{self.provider}: another worker is refreshing the token", retry_after=lease
                 )
             self.account = newer
             self._remember_secrets()

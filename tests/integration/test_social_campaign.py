@@ -23,7 +23,7 @@ from aicmo.db import session_factory
 from aicmo.gateways.vault import new_key
 from aicmo.ops import accounts as ops
 from aicmo.orchestration.queue import ActionQueue
-from tests.conftest import Book
+from tests.conftest import BackgroundSweeper, Book
 from tests.support import campaigns as support
 from tests.support.fake_platforms.bluesky import FakeBluesky
 from tests.support.fake_platforms.mastodon import FakeMastodon
@@ -141,7 +141,15 @@ def publish_round(url: str, book: Book, campaign_id: int, step: int) -> list[Out
     return [m for m in support.messages(url, campaign_id) if m.step == step]
 
 
-@pytest.mark.usefixtures("clean")
+@pytest.fixture
+def sweeping(social_queue: str) -> Iterator[None]:
+    """The real sweeper, as beat runs it: a retry due beyond the dispatch horizon waits in
+    the database and only the sweeper sends it."""
+    with BackgroundSweeper(interval=0.5):
+        yield
+
+
+@pytest.mark.usefixtures("clean", "sweeping")
 def test_email_mastodon_bluesky_campaign_posts_each_message_once_and_records_metrics(
     database_url: str,
     book: Book,
@@ -221,6 +229,26 @@ def test_email_mastodon_bluesky_campaign_posts_each_message_once_and_records_met
     }
     assert set(sky["posts"]) == {m.external_id for m in skeets}
     assert row.external["email"]["source"] == "unconfigured"
+    # A revoked account loses its channel's numbers, not the day's counts nor the others'.
+    mastodon.revoked.add("mastodon-token-ada")
+    with session_factory(database_url)() as s, s.begin():
+        again = ActionQueue.enqueue_action(
+            s,
+            keys.FETCH_METRICS,
+            {"campaign_id": cid, "date": today.isoformat()},
+            f"{keys.metrics_key(cid, today)}:again",
+        ).id
+    book.wait_status(again, "SUCCESS", timeout=60)
+    with session_factory(database_url)() as s:
+        row = s.scalars(
+            select(CampaignMetrics).where(
+                CampaignMetrics.campaign_id == cid, CampaignMetrics.metric_date == today
+            )
+        ).one()
+    assert row.messages_published == 9
+    assert row.external["mastodon"]["source"] == "failed"
+    assert "The access token was revoked" in row.external["mastodon"]["error"]
+    assert row.external["bluesky"]["metrics"]["likes"] == 6.0
     # No secret reached a log line of the worker.
     for secret in ("mastodon-token-ada", "app-pass-ada-1234", SMTP_PASSWORD, KEY):
         assert secret not in live_worker.log()

@@ -28,6 +28,7 @@ from aicmo.gateways.ports import SocialPost
 from aicmo.gateways.social import ContentRefused, NativeGateway
 from aicmo.gateways.vault import Vault, new_key
 from aicmo.ops import accounts as ops
+from aicmo.orchestration.errors import Deferred
 from tests.support.fake_platforms.base import FakePlatform
 from tests.support.fake_platforms.bluesky import FakeBluesky
 from tests.support.fake_platforms.linkedin import FakeLinkedIn
@@ -286,6 +287,22 @@ def test_two_workers_never_refresh_one_account_at_once(
     assert len(bluesky.seen("POST", "/xrpc/com.atproto.server.refreshSession")) == 1
     assert all(not isinstance(r, Exception) for r in results), results
     assert reload(gateway).account.status == AccountStatus.ACTIVE
+
+
+def test_a_post_waiting_on_another_workers_refresh_is_deferred_not_failed(
+    session: Session, settings: Settings, bluesky: FakeBluesky
+) -> None:
+    gateway = bluesky_account(session, settings, bluesky)
+    gateway.post(post("Warm up"), "k-warm-2")
+    bluesky.expire_all_access_tokens()
+    waiting = reload(gateway)
+    waiting.settings = settings.model_copy(update={"social_refresh_wait_seconds": 0.5})
+    # Another worker holds the refresh (and is slow, or died holding it).
+    assert gateway.store.claim_refresh(waiting.account.id, waiting.account.version, 60)
+    with pytest.raises(Deferred, match="another worker is refreshing") as caught:
+        waiting.post(post("Patience"), "k-patience")
+    assert caught.value.retry_after == settings.social_refresh_lease_seconds
+    assert bluesky.seen("POST", "/xrpc/com.atproto.server.refreshSession") == []
 
 
 def test_bluesky_revoked_app_password_is_permanent_and_flags_the_account(

@@ -220,7 +220,13 @@ def campaign_fetch_metrics(
             # Our own counts are worth keeping without a provider's numbers.
             reported[channel] = {"source": "unconfigured", "error": str(exc)}
             continue
-        report = source.fetch(payload.campaign_id, payload.date, ctx.idempotency_key)
+        try:
+            report = source.fetch(payload.campaign_id, payload.date, ctx.idempotency_key)
+        except PermanentError as exc:
+            # A refused account loses that channel's numbers, not the day's own counts; a
+            # transient error (rate limit, outage) retries the whole fetch instead.
+            reported[channel] = {"source": "failed", "error": str(exc)}
+            continue
         reported[channel] = {"source": report.source, "metrics": dict(report.metrics)}
         if report.per_item:
             reported[channel]["posts"] = report.per_item
