@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from aicmo.config import Settings
+from aicmo.config import Settings, reload_settings
 from aicmo.db import get_engine
 from aicmo.gateways.accounts import AccountStatus, AccountStore, AccountUnusable, SocialAccount
 from aicmo.gateways.bluesky import tid_for
@@ -28,8 +28,11 @@ from aicmo.gateways.ports import SocialPost
 from aicmo.gateways.social import ContentRefused, NativeGateway
 from aicmo.gateways.vault import Vault, new_key
 from aicmo.ops import accounts as ops
+from aicmo.orchestration.adapters.social_adapter import handle_post_social
 from aicmo.orchestration.errors import Deferred
-from tests.support.fake_platforms.base import FakePlatform
+from aicmo.orchestration.queue import ActionQueue
+from tests.support.campaigns import recording_dispatcher
+from tests.support.fake_platforms.base import FakePlatform, Reply
 from tests.support.fake_platforms.bluesky import FakeBluesky
 from tests.support.fake_platforms.linkedin import FakeLinkedIn
 from tests.support.fake_platforms.mastodon import FakeMastodon
@@ -554,3 +557,40 @@ def test_an_account_is_refused_without_its_required_secrets(
         )
     assert "tok-secret-2" not in str(caught.value)
     session.rollback()
+
+
+def test_a_platform_echoing_the_token_never_gets_it_into_the_error(
+    session: Session, settings: Settings, mastodon: FakeMastodon
+) -> None:
+    gateway = mastodon_account(session, settings, mastodon)
+    echoed = Reply(401, {"error": "The access token is invalid: mastodon-token-ada"})
+    mastodon.queue("POST", "/api/v1/statuses", echoed)
+    with pytest.raises(BadCredentials) as caught:
+        gateway.post(post("Echo"), "k-echo")
+    assert "mastodon-token-ada" not in str(caught.value)
+    assert "mastodon-token-ada" not in (row(session, gateway.account.id).last_error or "")
+
+
+def test_post_social_seed_entry_point_posts_through_the_account(
+    session: Session,
+    settings: Settings,
+    mastodon: FakeMastodon,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mastodon_account(session, settings, mastodon)
+    monkeypatch.setenv("AICMO_SOCIAL_ENCRYPTION_KEYS", KEY)
+    reload_settings()
+    try:
+        with recording_dispatcher(), session.begin():
+            action = ActionQueue.enqueue_action(
+                session, "POST_SOCIAL", {"social_platform": "Mastodon", "content": "Seed"}, "seed-1"
+            )
+        result = handle_post_social(
+            session, action.id, {"social_platform": "mastodon", "content": "Seed"}
+        )
+    finally:
+        monkeypatch.delenv("AICMO_SOCIAL_ENCRYPTION_KEYS")
+        reload_settings()
+    [status] = mastodon.posts_with("Seed")
+    assert result["external_id"] == status["id"]
+    assert mastodon.seen("POST", "/api/v1/statuses")[0].headers["idempotency-key"] == "seed-1"
