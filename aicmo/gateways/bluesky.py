@@ -16,6 +16,7 @@ refused app password flags the account. Rate limits: 429 with ``RateLimit-Reset`
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +44,26 @@ def tid_for(idempotency_key: str, created_at: datetime | None) -> str:
         micros = int.from_bytes(digest[2:9], "big") >> 3
     value = ((micros & ((1 << 53) - 1)) << 10) | (int.from_bytes(digest[:2], "big") & 0x3FF)
     return "".join(_S32[(value >> (5 * (12 - i))) & 31] for i in range(13))
+
+
+# A URL, without the punctuation that ends the sentence around it.
+_URL = re.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]}'\u2019]")
+
+
+def link_facets(text: str) -> list[dict[str, Any]]:
+    """Rich-text facets that make the URLs in ``text`` links (Bluesky does not detect them:
+    a post's links are facets, indexed by UTF-8 byte offsets)."""
+    facets = []
+    for found in _URL.finditer(text):
+        start = len(text[: found.start()].encode("utf-8"))
+        end = start + len(found.group(0).encode("utf-8"))
+        facets.append(
+            {
+                "index": {"byteStart": start, "byteEnd": end},
+                "features": [{"$type": "app.bsky.richtext.facet#link", "uri": found.group(0)}],
+            }
+        )
+    return facets
 
 
 def xrpc_error(response: httpx.Response) -> tuple[str, str]:

@@ -25,6 +25,18 @@ DEFAULT_API = "https://api.linkedin.com"
 DEFAULT_TOKEN_URL = "https://www.linkedin.com/oauth/v2/accessToken"
 LOOKUP_COUNT = 20
 _URN = r"urn:li:(?:share|ugcPost):\d+"
+# LinkedIn's "little text format" reserves these in commentary; unescaped, a post is cut
+# or misread (a "(" may end the text), so each is escaped with a backslash.
+_RESERVED = re.compile(r"([\\|{}@\[\]()<>#*_~])")
+
+
+_HASHTAG = re.compile(r"\\#(\w+)")
+
+
+def little_text(content: str) -> str:
+    """``content`` as Posts API commentary: reserved characters escaped, ``#word`` as a
+    hashtag (``{hashtag|\\#|word}``)."""
+    return _HASHTAG.sub(r"{hashtag|\\#|\1}", _RESERVED.sub(r"\\\1", content))
 
 
 class LinkedInGateway(NativeGateway):
@@ -112,7 +124,7 @@ class LinkedInGateway(NativeGateway):
                 )
         body = {
             "author": self._author(),
-            "commentary": post.content,
+            "commentary": little_text(post.content),
             "visibility": "PUBLIC",
             "distribution": {
                 "feedDistribution": "MAIN_FEED",
@@ -151,7 +163,7 @@ class LinkedInGateway(NativeGateway):
         floor = (since - timedelta(seconds=5)).timestamp() * 1000 if since else 0
         for element in response.json().get("elements", []):
             created = float(element.get("createdAt") or 0)
-            if created >= floor and str(element.get("commentary", "")) == content:
+            if created >= floor and str(element.get("commentary", "")) == little_text(content):
                 return str(element["id"])
         return None
 

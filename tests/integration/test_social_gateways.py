@@ -382,6 +382,9 @@ def linkedin_account(
     )
 
 
+TEXT_LI = "Big news (today) #launch"
+
+
 def test_linkedin_posts_once_and_a_retry_after_a_timeout_finds_it(
     session: Session, settings: Settings, linkedin: FakeLinkedIn
 ) -> None:
@@ -389,12 +392,13 @@ def test_linkedin_posts_once_and_a_retry_after_a_timeout_finds_it(
     created = datetime.now(UTC) - timedelta(seconds=2)
     linkedin.hang_once_after_accepting("POST", "/rest/posts")
     with pytest.raises(GatewayTransientError, match="timed out"):
-        gateway.post(post("Big news", created_at=created), "k-li")
-    again = reload(gateway).post(post("Big news", 2, created), "k-li")
+        gateway.post(post(TEXT_LI, created_at=created), "k-li")
+    again = reload(gateway).post(post(TEXT_LI, 2, created), "k-li")
     [create] = linkedin.seen("POST", "/rest/posts")  # the retry read, and did not write
     assert create.headers["linkedin-version"] == settings.linkedin_api_version
-    assert create.json()["commentary"] == "Big news"
-    assert [p["id"] for p in linkedin.posts_with("Big news")] == [again.external_id]
+    escaped = r"Big news \(today\) {hashtag|\#|launch}"  # little text format
+    assert create.json()["commentary"] == escaped
+    assert [p["id"] for p in linkedin.posts_with(escaped)] == [again.external_id]
 
 
 def test_linkedin_expired_token_is_refreshed(

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from aicmo.gateways.bluesky import tid_for
+from aicmo.gateways.bluesky import link_facets, tid_for
 from aicmo.gateways.errors import parse_reset, retry_after_from_headers
+from aicmo.gateways.linkedin import little_text
 from aicmo.gateways.platforms import graphemes, length_problem, weighted
 from aicmo.gateways.vault import NoEncryptionKey, UndecryptableCredentials, Vault, new_key
 from aicmo.orchestration.adapters.social_adapter import PostSocialPayload
@@ -93,3 +94,20 @@ def test_vault_rotation_and_refusals() -> None:
     assert "not-a-key-but-a-secret" not in str(caught.value)
     with pytest.raises(NoEncryptionKey, match="AICMO_SOCIAL_ENCRYPTION_KEYS"):
         Vault([])
+
+
+def test_linkedin_commentary_escapes_its_reserved_characters() -> None:
+    assert little_text("Hi (all) @acme #launch 50% *off* [now]") == (
+        r"Hi \(all\) \@acme {hashtag|\#|launch} 50% \*off\* \[now\]"
+    )
+
+
+def test_bluesky_links_are_facets_at_utf8_byte_offsets() -> None:
+    text = "Café news: https://example.com/launch."
+    [facet] = link_facets(text)
+    start, end = facet["index"]["byteStart"], facet["index"]["byteEnd"]
+    assert text.encode()[start:end] == b"https://example.com/launch"
+    assert facet["features"] == [
+        {"$type": "app.bsky.richtext.facet#link", "uri": "https://example.com/launch"}
+    ]
+    assert link_facets("no links here") == []
