@@ -30,6 +30,8 @@ from aicmo.gateways.vault import Vault, new_key
 from aicmo.ops import accounts as ops
 from aicmo.orchestration.adapters.social_adapter import handle_post_social
 from aicmo.orchestration.errors import Deferred
+from aicmo.orchestration.executor import Executor, OutcomeKind
+from aicmo.orchestration.manager import replay
 from aicmo.orchestration.queue import ActionQueue
 from tests.support.campaigns import recording_dispatcher
 from tests.support.fake_platforms.base import FakePlatform, Reply
@@ -598,3 +600,46 @@ def test_post_social_seed_entry_point_posts_through_the_account(
     [status] = mastodon.posts_with("Seed")
     assert result["external_id"] == status["id"]
     assert mastodon.seen("POST", "/api/v1/statuses")[0].headers["idempotency-key"] == "seed-1"
+
+
+def test_a_replayed_action_finds_the_post_an_earlier_run_made(
+    session: Session,
+    settings: Settings,
+    x_api: FakeX,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replay resets attempts; the execution log still says the action ran before, so the
+    read-before-write lookup runs and the post is not made twice (X would refuse it)."""
+    x_account(session, settings, x_api)
+    for name, value in {
+        "AICMO_SOCIAL_ENCRYPTION_KEYS": KEY,
+        "AICMO_SOCIAL_TIMEOUT_SECONDS": str(TIMEOUT),
+        "AICMO_PROOF_MODE": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+    reload_settings()
+    try:
+        with recording_dispatcher(), session.begin():
+            action_id = ActionQueue.enqueue_action(
+                session, "POST_SOCIAL", {"social_platform": "x", "content": "Replay me"}, "rp-1"
+            ).id
+        x_api.hang_once_after_accepting("POST", "/2/tweets")
+        with recording_dispatcher():
+            assert Executor().run(action_id, "POST_SOCIAL").kind is OutcomeKind.RETRY
+            with session.begin():
+                # Its attempts used up (say): an operator replays it from the DLQ.
+                session.execute(
+                    text("UPDATE aol_actions SET status = 'DLQ' WHERE id = :id"), {"id": action_id}
+                )
+                replay(session, action_id, by="test")
+            outcome = Executor().run(action_id, "POST_SOCIAL")
+    finally:
+        for name in ("AICMO_SOCIAL_ENCRYPTION_KEYS", "AICMO_SOCIAL_TIMEOUT_SECONDS"):
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("AICMO_PROOF_MODE", "true")
+        reload_settings()
+    assert outcome.kind is OutcomeKind.SUCCEEDED, outcome.error
+    assert outcome.attempt == 1  # the replay's fresh budget
+    [tweet] = x_api.posts_with("Replay me")
+    assert outcome.result is not None and outcome.result["external_id"] == tweet["id"]
+    assert len(x_api.seen("POST", "/2/tweets")) == 1

@@ -26,7 +26,7 @@ from aicmo.db import utcnow
 from aicmo.gateways.factory import email_sender, social_poster
 from aicmo.gateways.metrics import metrics_source
 from aicmo.gateways.ports import OutgoingEmail, SendResult, SocialPost
-from aicmo.orchestration.adapters._common import artifact_fields, context_for
+from aicmo.orchestration.adapters._common import artifact_fields, context_for, run_number
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.errors import PermanentError, RealRunUnconfigured
 from aicmo.orchestration.registry import registry
@@ -149,7 +149,7 @@ def campaign_publish(ctx: ActionContext, payload: CampaignPublishPayload) -> dic
                 message.body,
                 lead.linkedin_url or lead.display_name,
                 created_at=ctx.action.created_at_utc,
-                attempt=ctx.attempt,
+                attempt=run_number(ctx),
             ),
             ctx.idempotency_key,
         )

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from aicmo.gateways.factory import social_poster
 from aicmo.gateways.platforms import length_problem
 from aicmo.gateways.ports import SocialPost
-from aicmo.orchestration.adapters._common import artifact_fields, context_for
+from aicmo.orchestration.adapters._common import artifact_fields, context_for, run_number
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.errors import RealRunUnconfigured
 from aicmo.orchestration.registry import registry
@@ -60,7 +60,7 @@ def post_social(ctx: ActionContext, payload: PostSocialPayload) -> dict[str, Any
             payload.content,
             payload.audience,
             created_at=ctx.action.created_at_utc,
-            attempt=ctx.attempt,
+            attempt=run_number(ctx),
         ),
         ctx.idempotency_key,
     )
