@@ -1086,5 +1086,10 @@ def demo(directory: Path, timeout: float) -> None:
         sys.exit(130)
 
 
+from aicmo.cli_accounts import accounts as _accounts  # noqa: E402
+
+main.add_command(_accounts)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -186,6 +186,30 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Global post rate per platform (unset: unlimited)."
     )
     social_burst: int = Field(default=5, ge=1)
+    social_encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Fernet keys (comma list, newest first) that encrypt social account "
+        "credentials at rest: the first encrypts, every one decrypts, so a new key is "
+        "prepended and `aicmo accounts rotate-key` re-encrypts. Make one with "
+        "`aicmo accounts new-key`.",
+    )
+    social_refresh_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long one worker holds an account's token refresh; another worker "
+        "waits for its result meanwhile, and takes over after it.",
+    )
+    social_refresh_wait_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a post waits for another worker's token refresh before the "
+        "action is retried later.",
+    )
+    linkedin_api_version: str = Field(
+        default="202511",
+        pattern=r"^\d{6}$",
+        description="LinkedIn-Version header (YYYYMM) of the versioned /rest API.",
+    )
     llm_base_url: str | None = Field(
         default=None,
         description="OpenAI-compatible API root, e.g. https://api.openai.com/v1. Unset: no LLM, "
@@ -215,6 +239,13 @@ class Settings(BaseSettings):
     llm_campaign_daily_budget_usd: float | None = Field(default=None, ge=0)
     llm_usd_per_1k_prompt_tokens: float = Field(default=0.0, ge=0)
     llm_usd_per_1k_completion_tokens: float = Field(default=0.0, ge=0)
+
+    @field_validator("social_encryption_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("social_webhook_urls", mode="after")
     @classmethod

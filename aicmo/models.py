@@ -9,6 +9,7 @@ from aicmo.cam.models import (
     Suppression,
 )
 from aicmo.db import Base
+from aicmo.gateways.accounts import SocialAccount
 from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
 
 metadata = Base.metadata
@@ -22,6 +23,7 @@ __all__ = [
     "Lead",
     "OrchestratorRun",
     "OutreachMessage",
+    "SocialAccount",
     "Suppression",
     "metadata",
 ]

@@ -126,3 +126,24 @@ def get_metrics(session: Session, campaign_id: int, day: date) -> CampaignMetric
             CampaignMetrics.campaign_id == campaign_id, CampaignMetrics.metric_date == day
         )
     ).first()
+
+
+def published_posts(session: Session, campaign_id: int, channel: str, day: date) -> list[str]:
+    """External ids of the messages the campaign published on ``channel`` in its local
+    ``day`` (what a platform is asked for numbers about)."""
+    campaign = get_campaign(session, campaign_id)
+    start, end = day_bounds(day, campaign.timezone)
+    return [
+        str(external_id)
+        for external_id in session.scalars(
+            select(OutreachMessage.external_id)
+            .where(
+                OutreachMessage.campaign_id == campaign_id,
+                OutreachMessage.channel == channel,
+                OutreachMessage.published_at_utc >= start,
+                OutreachMessage.published_at_utc < end,
+                OutreachMessage.external_id.is_not(None),
+            )
+            .order_by(OutreachMessage.id)
+        )
+    ]

@@ -9,6 +9,7 @@ so a provider that echoes a key back does not put it in ``last_error``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -75,6 +76,53 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return min(MAX_RETRY_AFTER_SECONDS, max(0.0, seconds))
 
 
+# When a platform's window resets: X sends epoch seconds (x-rate-limit-reset), Mastodon an
+# ISO 8601 time (X-RateLimit-Reset), Bluesky epoch seconds (RateLimit-Reset).
+RESET_HEADERS = ("x-rate-limit-reset", "x-ratelimit-reset", "ratelimit-reset")
+_EPOCH_SECONDS = 1e9  # above this a reset is a time, below it a delay in seconds
+
+
+def parse_reset(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds until a rate-limit window resets, from epoch seconds (or milliseconds), an
+    ISO 8601 time or a delay; clamped to [0, a day]; None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    now = now or datetime.now(UTC)
+    try:
+        number = float(value)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    else:
+        if number != number:  # NaN
+            return None
+        if number > _EPOCH_SECONDS * 1000:
+            number /= 1000.0
+        seconds = number - now.timestamp() if number > _EPOCH_SECONDS else number
+    return min(MAX_RETRY_AFTER_SECONDS, max(0.0, seconds))
+
+
+def retry_after_from_headers(
+    headers: Mapping[str, str], now: datetime | None = None
+) -> float | None:
+    """How long a platform asks us to wait: Retry-After first, else its reset header."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    found = parse_retry_after(lowered.get("retry-after"), now)
+    if found is not None:
+        return found
+    for name in RESET_HEADERS:
+        found = parse_reset(lowered.get(name), now)
+        if found is not None:
+            return found
+    return None
+
+
 def provider_message(body: bytes | str, limit: int = MAX_DETAIL_CHARS) -> str:
     """The useful part of an error body: a JSON error's message, else the text, shortened."""
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
@@ -106,14 +154,18 @@ def error_for_status(
     status: int,
     body: bytes | str = b"",
     retry_after: str | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
 ) -> GatewayTransientError | GatewayPermanentError:
-    """The exception a non-2xx HTTP answer stands for."""
+    """The exception a non-2xx HTTP answer stands for. With ``headers``, a platform's
+    rate-limit reset header counts when there is no Retry-After."""
     message = provider_message(body)
     described = f"HTTP {status}" + (f": {message}" if message else "")
     if is_transient_status(status):
-        return GatewayTransientError(
-            provider, described, status=status, retry_after=parse_retry_after(retry_after)
-        )
+        wait = parse_retry_after(retry_after)
+        if wait is None and headers is not None:
+            wait = retry_after_from_headers(headers)
+        return GatewayTransientError(provider, described, status=status, retry_after=wait)
     if status in CREDENTIAL_STATUSES:
         return BadCredentials(provider, f"credentials refused ({described})", status=status)
     return GatewayPermanentError(provider, described, status=status)

@@ -6,12 +6,19 @@ configured, and :class:`RealRunUnconfigured` (FAILED, not retried) when it is no
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aicmo.config import Settings, get_settings
+from aicmo.gateways.platforms import NATIVE, canonical
 from aicmo.gateways.ports import EmailSender, SocialPoster
 from aicmo.gateways.proof import ProofEmailSender, ProofSocialPoster
 from aicmo.orchestration.artifacts import ArtifactWriter
 from aicmo.orchestration.errors import RealRunUnconfigured
 from aicmo.orchestration.redaction import register_secret
+
+if TYPE_CHECKING:
+    from aicmo.gateways.accounts import Account, AccountStore
+    from aicmo.gateways.social import NativeGateway
 
 # The live implementations (smtplib, httpx, the rate limiter) are imported when live mode
 # first asks for them: a proof-mode worker does not carry them in every pool process.
@@ -28,6 +35,7 @@ def register_configured_secrets(settings: Settings | None = None) -> None:
         s.social_webhook_token,
         s.llm_api_key,
         *s.social_webhook_urls.values(),
+        *s.social_encryption_keys,
     ):
         if secret is not None:
             register_secret(secret.get_secret_value())
@@ -66,18 +74,69 @@ def email_sender(
     )
 
 
+def account_store(settings: Settings | None = None) -> AccountStore:
+    from aicmo.db import get_engine
+    from aicmo.gateways.accounts import AccountStore
+    from aicmo.gateways.vault import get_vault
+
+    s = settings or get_settings()
+    return AccountStore(get_engine(s.database_url), get_vault(s))
+
+
+def gateway_for(
+    account: Account, store: AccountStore, settings: Settings | None = None
+) -> NativeGateway:
+    """The native gateway of an account's platform."""
+    from aicmo.gateways.bluesky import BlueskyGateway
+    from aicmo.gateways.linkedin import LinkedInGateway
+    from aicmo.gateways.mastodon import MastodonGateway
+    from aicmo.gateways.x import XGateway
+
+    classes: dict[str, type[NativeGateway]] = {
+        "mastodon": MastodonGateway,
+        "bluesky": BlueskyGateway,
+        "linkedin": LinkedInGateway,
+        "x": XGateway,
+    }
+    return classes[account.platform](account, store, settings)
+
+
+def native_gateway(
+    platform: str, settings: Settings | None = None, campaign_id: int | None = None
+) -> NativeGateway | None:
+    """The gateway of the account connected for ``platform`` (the campaign's own, else the
+    global one); None when the platform is not native or no account is connected."""
+    name = canonical(platform)
+    s = settings or get_settings()
+    if name not in NATIVE or not s.social_encryption_keys:
+        return None
+    store = account_store(s)
+    account = store.find(name, campaign_id)
+    return None if account is None else gateway_for(account, store, s)
+
+
 def social_poster(
-    platform: str, proof_mode: bool, artifacts: ArtifactWriter, settings: Settings | None = None
+    platform: str,
+    proof_mode: bool,
+    artifacts: ArtifactWriter,
+    settings: Settings | None = None,
+    campaign_id: int | None = None,
 ) -> SocialPoster:
+    """Proof: an artifact. Live: the connected account's native gateway, else the
+    configured webhook, else :class:`RealRunUnconfigured`."""
     if proof_mode:
         return ProofSocialPoster(artifacts)
     s = settings or get_settings()
     register_configured_secrets(s)
+    native = native_gateway(platform, s, campaign_id)
+    if native is not None:
+        return native
     url = s.social_webhook_urls.get(platform) or s.social_webhook_urls.get("*")
     if url is None:
         raise RealRunUnconfigured(
             f"live mode: no social poster is configured for {platform!r} "
-            f'(set AICMO_SOCIAL_WEBHOOK_URLS, e.g. {{"{platform}": "https://..."}})'
+            f"(connect an account with `aicmo accounts add {canonical(platform)}`, or set "
+            f'AICMO_SOCIAL_WEBHOOK_URLS, e.g. {{"{platform}": "https://..."}})'
         )
     from aicmo.gateways.webhook import WebhookSocialPoster
     from aicmo.ratelimit import Bucket, get_rate_limiter

@@ -10,7 +10,7 @@ retries, honouring ``retry_after``) or :class:`~aicmo.orchestration.errors.Perma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Protocol
 
 from aicmo.orchestration.artifacts import Artifact
@@ -32,6 +32,10 @@ class SocialPost:
     platform: str
     content: str
     audience: str | None = None
+    # The action's creation time and attempt: stable across retries, so a gateway can derive
+    # a record key from them, or know that an earlier attempt may already have posted.
+    created_at: datetime | None = None
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class MetricsReport:
     metrics: dict[str, float]
     source: str
     artifact: Artifact | None = None
+    # Per item (a social post's external id) when the source counts per item.
+    per_item: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

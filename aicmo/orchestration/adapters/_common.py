@@ -6,8 +6,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import model_validator
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-__all__ = ["original_keys"]
+from aicmo.orchestration.context import ActionContext
+from aicmo.orchestration.models import AOLExecutionLog
+from aicmo.orchestration.status import LogEvent
+
+__all__ = ["original_keys", "run_number"]
 
 # The original's daemon added the action's key to every payload it handed a handler.
 ALWAYS_IGNORED = frozenset({"idempotency_key"})
@@ -36,3 +42,23 @@ def original_keys(*, ignored: Iterable[str] = (), renamed: Mapping[str, str] | N
         return cleaned
 
     return model_validator(mode="before")(classmethod(accept))  # type: ignore[arg-type]
+
+
+def run_number(ctx: ActionContext) -> int:
+    """Which run of the action this is, counting runs before a replay (a replay resets
+    ``attempts``; the execution log keeps every claim). A gateway that cannot pass an
+    idempotency key looks for an earlier run's post when this is above 1. Read in its own
+    short transaction when the handler's is not open yet, so none spans the post."""
+    query = (
+        select(func.count())
+        .select_from(AOLExecutionLog)
+        .where(
+            AOLExecutionLog.action_id == ctx.action_id, AOLExecutionLog.event == LogEvent.CLAIMED
+        )
+    )
+    if ctx.session_used:
+        claims = ctx.session.scalar(query)
+    else:
+        with Session(ctx.session.get_bind()) as read, read.begin():
+            claims = read.scalar(query)
+    return max(ctx.attempt, int(claims or 0))

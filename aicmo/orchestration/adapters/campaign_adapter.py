@@ -11,7 +11,8 @@ callers in ``aicmo.cam``: ``cam_tick:{campaign_id}:{slot_utc_iso}``,
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -25,7 +26,7 @@ from aicmo.db import utcnow
 from aicmo.gateways.factory import email_sender, social_poster
 from aicmo.gateways.metrics import metrics_source
 from aicmo.gateways.ports import OutgoingEmail, SendResult, SocialPost
-from aicmo.orchestration.adapters._common import original_keys
+from aicmo.orchestration.adapters._common import original_keys, run_number
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.direct import run_direct
 from aicmo.orchestration.errors import PermanentError, RealRunUnconfigured
@@ -154,9 +155,17 @@ def campaign_publish(ctx: ActionContext, payload: CampaignPublishPayload) -> dic
             ctx.idempotency_key,
         )
     else:
-        poster = social_poster(message.channel, job.proof_mode, ctx.artifacts)
+        poster = social_poster(
+            message.channel, job.proof_mode, ctx.artifacts, campaign_id=job.campaign.id
+        )
         sent = poster.post(
-            SocialPost(message.channel, message.body, lead.linkedin_url or lead.display_name),
+            SocialPost(
+                message.channel,
+                message.body,
+                lead.linkedin_url or lead.display_name,
+                created_at=ctx.action.created_at_utc,
+                attempt=run_number(ctx),
+            ),
             ctx.idempotency_key,
         )
     publishing.record_published(ctx.session, job, sent.external_id, ctx.action_id, utcnow())
@@ -173,6 +182,21 @@ def campaign_publish(ctx: ActionContext, payload: CampaignPublishPayload) -> dic
 # -- CAMPAIGN_FETCH_METRICS ----------------------------------------------------------------
 
 
+def _posts_of(ids: list[str]) -> Callable[[int, dt.date], list[str]]:
+    return lambda _campaign_id, _day: ids
+
+
+@contextmanager
+def _short_read(ctx: ActionContext) -> Iterator[Session]:
+    """A read in a transaction of its own, closed before any network call; a caller who
+    passed their own session (the direct entry points) owns the transaction: read in it."""
+    if ctx.session_used:
+        yield ctx.session
+        return
+    with Session(ctx.session.get_bind()) as read, read.begin():
+        yield read
+
+
 @registry.action(
     keys.FETCH_METRICS,
     payload=CampaignFetchMetricsPayload,
@@ -183,22 +207,46 @@ def campaign_publish(ctx: ActionContext, payload: CampaignPublishPayload) -> dic
 def campaign_fetch_metrics(
     ctx: ActionContext, payload: CampaignFetchMetricsPayload
 ) -> dict[str, Any]:
-    """Collect one campaign's metrics for one local date (upserted)."""
-    campaign = get_campaign(ctx.session, payload.campaign_id)
-    proof = ctx.proof_mode or campaign.mode == CampaignMode.PROOF
-    channels = list(campaign.channels)
+    """Collect one campaign's metrics for one local date (upserted).
+
+    The platforms are asked first, with no transaction open (a short read of the day's
+    posts, then the network); our own counts and the upsert follow in the action's own."""
+    with _short_read(ctx) as read:
+        campaign = get_campaign(read, payload.campaign_id)
+        proof = ctx.proof_mode or campaign.mode == CampaignMode.PROOF
+        channels = list(campaign.channels)
+        posts = {
+            channel: metrics.published_posts(read, payload.campaign_id, channel, payload.date)
+            for channel in channels
+            if channel != EMAIL
+        }
+
+    reported: dict[str, Any] = {}
+    for channel in channels:
+        try:
+            source = metrics_source(
+                channel,
+                proof,
+                ctx.artifacts,
+                campaign_id=payload.campaign_id,
+                posts_of=_posts_of(posts[channel]) if channel in posts else None,
+            )
+        except RealRunUnconfigured as exc:
+            # Our own counts are worth keeping without a provider's numbers.
+            reported[channel] = {"source": "unconfigured", "error": str(exc)}
+            continue
+        try:
+            report = source.fetch(payload.campaign_id, payload.date, ctx.idempotency_key)
+        except PermanentError as exc:
+            # A refused account loses that channel's numbers, not the day's own counts; a
+            # transient error (rate limit, outage) retries the whole fetch instead.
+            reported[channel] = {"source": "failed", "error": str(exc)}
+            continue
+        reported[channel] = {"source": report.source, "metrics": dict(report.metrics)}
+        if report.per_item:
+            reported[channel]["posts"] = report.per_item
 
     def external(campaign_id: int, day: dt.date, internal: Mapping[str, int]) -> dict[str, Any]:
-        reported: dict[str, Any] = {}
-        for channel in channels:
-            try:
-                source = metrics_source(channel, proof, ctx.artifacts)
-            except RealRunUnconfigured as exc:
-                # Our own counts are worth keeping without a provider's numbers.
-                reported[channel] = {"source": "unconfigured", "error": str(exc)}
-                continue
-            report = source.fetch(campaign_id, day, ctx.idempotency_key)
-            reported[channel] = {"source": report.source, "metrics": dict(report.metrics)}
         return reported
 
     row = metrics.collect(

@@ -6,12 +6,20 @@ import json
 import re
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.orm import Session
 
 from aicmo.gateways.factory import social_poster
+from aicmo.gateways.platforms import length_problem
 from aicmo.gateways.ports import SocialPost
-from aicmo.orchestration.adapters._common import original_keys
+from aicmo.orchestration.adapters._common import original_keys, run_number
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.direct import run_direct
 from aicmo.orchestration.errors import RealRunUnconfigured
@@ -71,6 +79,14 @@ class PostSocialPayload(BaseModel):
             raise ValueError(f"audience is {len(text)} characters, over {MAX_AUDIENCE_CHARS}")
         return value
 
+    @model_validator(mode="after")
+    def _fits_the_platform(self) -> PostSocialPayload:
+        # Refused at enqueue, not by the platform after a worker picked it up.
+        problem = length_problem(self.social_platform, self.content)
+        if problem:
+            raise ValueError(f"content is too long for {self.social_platform}: {problem}")
+        return self
+
 
 @registry.action(
     "POST_SOCIAL",
@@ -83,7 +99,13 @@ def post_social(ctx: ActionContext, payload: PostSocialPayload) -> dict[str, Any
     """Post content to a social platform."""
     poster = social_poster(payload.social_platform, ctx.proof_mode, ctx.artifacts)
     sent = poster.post(
-        SocialPost(payload.social_platform, payload.content, audience_text(payload.audience)),
+        SocialPost(
+            payload.social_platform,
+            payload.content,
+            audience_text(payload.audience),
+            created_at=ctx.action.created_at_utc,
+            attempt=run_number(ctx),
+        ),
         ctx.idempotency_key,
     )
     return {

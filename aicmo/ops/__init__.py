@@ -1,0 +1,1 @@
+"""Operations shared by every face (CLI, web): no Celery, no HTTP, no terminal."""
