@@ -42,6 +42,7 @@ from aicmo.llm import (
     LLMError,
     LLMPermanentError,
     LLMRateLimited,
+    LLMThrottled,
     LLMTimeout,
     LLMTransientError,
 )
@@ -281,7 +282,7 @@ class OpenAIChatClient:
         try:
             self.limiter.acquire(wants, max_wait=budget)
         except RateLimited as exc:
-            raise LLMRateLimited(str(exc), retry_after=exc.retry_after) from None
+            raise LLMThrottled(str(exc), retry_after=exc.retry_after) from None
         except LimitStoreUnavailable as exc:
             raise LLMTransientError(str(exc)) from None
 

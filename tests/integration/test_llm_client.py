@@ -33,6 +33,7 @@ from aicmo.llm import (
 from aicmo.llm.budget import LLMBudget
 from aicmo.llm.client import OpenAIChatClient, estimate_tokens
 from aicmo.llm.template import TemplateTextGenerator
+from aicmo.orchestration.errors import Deferred
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.ratelimit import Bucket, RateLimiter, RedisCounterStore
 from tests.conftest import ROOT, Book
@@ -164,6 +165,24 @@ def test_request_and_token_limits_are_global_and_refuse_past_the_wait(
     worst = estimate_tokens("hi") + 100
     assert raised.value.retry_after == pytest.approx((2 * worst - 120) / 2, abs=0.5)
     assert len(completions(server)) == 1
+
+
+def test_our_own_rate_limit_defers_the_call_without_spending_an_attempt(
+    server: FakeHTTPServer, store: RedisCounterStore
+) -> None:
+    limiter = RateLimiter(store, max_wait=0.2)
+    requests = Bucket("llm:test:deferred", per_minute=6, burst=1)
+    llm = client(server, limiter=limiter, request_bucket=requests)
+    llm.generate("one")
+    with pytest.raises(LLMRateLimited) as ours:
+        llm.generate("two")
+    # Waiting for a turn in our own bucket is a Deferred (the attempt is given back); the
+    # provider's own 429 did reach it, and stays an ordinary transient error.
+    assert isinstance(ours.value, Deferred)
+    with pytest.raises(LLMRateLimited) as theirs:
+        client(server).generate("x @@429:60@@")
+    assert not isinstance(theirs.value, Deferred)
+    assert len(completions(server)) == 2
 
 
 # -- budgets -------------------------------------------------------------------------------
