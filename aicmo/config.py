@@ -280,10 +280,30 @@ class Settings(BaseSettings):
     cam_capture_batch_size: int = Field(
         default=500, ge=1, le=1000, description="Leads per CAMPAIGN_CAPTURE_LEADS action."
     )
-    cam_lead_import_dir: Path | None = Field(
-        default=None,
-        description="When set, FETCH_LEADS reads CSV files only from inside this folder.",
+    cam_lead_import_dir: Path = Field(
+        default=Path("var/imports"),
+        description="FETCH_LEADS reads lead files only from inside this folder (resolved when "
+        "the settings are read; a path that escapes it through .. or a symlink is refused). "
+        "Never unset: the worker must not read whatever it can.",
     )
+
+    @field_validator("cam_lead_import_dir", mode="before")
+    @classmethod
+    def _check_import_dir(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("AICMO_CAM_LEAD_IMPORT_DIR must name a folder (it is never unset)")
+        return value
+
+    @field_validator("cam_lead_import_dir", mode="after")
+    @classmethod
+    def _resolve_import_dir(cls, value: Path) -> Path:
+        resolved = value.expanduser().resolve()
+        if resolved == Path(resolved.anchor):
+            raise ValueError(
+                "AICMO_CAM_LEAD_IMPORT_DIR must not be the filesystem root: FETCH_LEADS could "
+                "read any file the worker can"
+            )
+        return resolved
 
     # -- beat ------------------------------------------------------------------------------
     beat_queue: str | None = Field(

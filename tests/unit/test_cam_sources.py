@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from aicmo.config import Settings
 from aicmo.gateways.leads import CsvLeadSource, column_name, lead_source
 from aicmo.orchestration.adapters.leads_adapter import _chunks, event_id, source_kind
 from aicmo.orchestration.errors import PermanentError, RealRunUnconfigured
@@ -38,6 +39,15 @@ def test_csv_errors_are_permanent(tmp_path: Path) -> None:
         CsvLeadSource(tmp_path / "empty.csv").fetch("k")
     with pytest.raises(RealRunUnconfigured, match="supported: csv"):
         lead_source("hubspot:list/3")
+
+
+def test_the_lead_import_folder_is_never_unset_empty_or_the_whole_filesystem() -> None:
+    assert Settings(cam_lead_import_dir="some/where").cam_lead_import_dir == (
+        Path.cwd() / "some" / "where"
+    )
+    for value in ("", "  ", "/", "/.."):
+        with pytest.raises(ValueError, match="AICMO_CAM_LEAD_IMPORT_DIR"):
+            Settings(cam_lead_import_dir=value)
 
 
 def test_column_names_are_normalised() -> None:
