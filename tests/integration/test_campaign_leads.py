@@ -219,7 +219,7 @@ def test_a_webhook_in_the_callers_transaction_rolls_back_with_it(
     cid = support.create(database_url, n_leads=0)
     monkeypatch.setattr(get_settings(), "cam_webhook_secrets", {"form": SecretStr("k")})
     body = b'{"event_id": "e1", "campaign_id": %d, "leads": [{"email": "a@b.io"}]}' % cid
-    headers = {"X-Aicmo-Signature": webhooks.sign("k", body, int(time.time()))}
+    headers = {"X-Aicmo-Signature": webhooks.sign("k", body, int(time.time()), source="form")}
     with support.recording_dispatcher() as sent:
         with session_factory(database_url)() as s:
             s.begin()
@@ -235,5 +235,7 @@ def test_a_webhook_in_the_callers_transaction_rolls_back_with_it(
     unknown = b'{"event_id": "e2", "campaign_id": 999999, "leads": [{"email": "a@b.io"}]}'
     with pytest.raises(webhooks.BadPayload, match="campaign 999999 does not exist"):
         webhooks.receive(
-            "form", unknown, {"X-Aicmo-Signature": webhooks.sign("k", unknown, int(time.time()))}
+            "form",
+            unknown,
+            {"X-Aicmo-Signature": webhooks.sign("k", unknown, int(time.time()), source="form")},
         )
