@@ -53,8 +53,10 @@ MAX_SIGNATURES = 8
 MAX_INT_DIGITS = 20
 MAX_REASON_CHARS = 600
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
-# A JSON string, escapes included; possessive, so a hostile body cannot make it backtrack.
-_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+# A JSON string, escapes included, or an unterminated one up to the end (JSON refuses it there
+# anyway). Possessive, and never failing once it starts: every byte is scanned once, so a body
+# of many quotes and backslashes cannot make the scan quadratic.
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 

@@ -94,6 +94,7 @@ def test_a_source_with_an_empty_secret_is_never_accepted(
 
 REQUESTS = 10_000
 TIME_BUDGET_SECONDS = 120.0  # the whole run (5 to 10 s here); a hang or a slow path blows it
+SLOWEST_SECONDS = 2.0  # one delivery (at most about 0.2 s here, even the hostile ones)
 
 
 class Fuzzer:
@@ -231,7 +232,18 @@ class Fuzzer:
             return self.mutated_bytes(self.encode(self.valid_document()))
         if kind < 0.98:
             return r.randbytes(r.randint(0, 300))
-        return r.choice([b"", b"[" * 300_000, b" " * 300_000, b"{" + b'"a":1,' * 50_000 + b"}"])
+        return r.choice(
+            [
+                b"",
+                b"[" * 300_000,
+                b" " * 300_000,
+                b"{" + b'"a":1,' * 40_000 + b"}",
+                b'"\\' * 120_000,
+                b'"' * 250_000,
+                b"[]" * 120_000,
+                b'{"a":' * 50_000,
+            ]
+        )
 
     # sources and headers
 
@@ -330,6 +342,7 @@ def test_fuzzing_the_receiver_gives_only_receipts_or_4xx_refusals_with_a_reason(
         f"\n{REQUESTS} deliveries in {elapsed:.1f}s (slowest {slowest * 1000:.0f} ms), "
         f"seed {seed}: {dict(sorted(outcomes.items()))}"
     )
+    assert slowest < SLOWEST_SECONDS, f"seed {seed}: one delivery took {slowest:.1f}s"
     assert unexpected == [], (
         f"seed {seed}: {len(unexpected)} unexpected ({dict(crashes)}), e.g. {unexpected[:5]}"
     )

@@ -3,6 +3,8 @@ window), bodies (depth, numbers) and the sources' settings."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from pydantic import SecretStr
 
@@ -109,6 +111,24 @@ def test_deep_bodies_huge_numbers_and_nan_are_bad_payloads_not_crashes(
 ) -> None:
     with pytest.raises(BadPayload, match=message):
         parse_event(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'"\\' * 131_000,  # a quote and a backslash, again and again
+        b'"' * 262_000,
+        b"[]" * 131_000,
+        b'"' + b'a\\"' * 87_000,
+        b'[{"a\\\\":"[' * 20_000,
+    ],
+    ids=["quote-backslash", "quotes", "brackets", "escaped-quotes", "mixed"],
+)
+def test_hostile_bodies_are_refused_in_linear_time(body: bytes) -> None:
+    started = time.monotonic()
+    with pytest.raises(BadPayload):
+        parse_event(body)
+    assert time.monotonic() - started < 1.0  # about 10 ms here; a quadratic scan takes minutes
 
 
 def test_brackets_inside_strings_do_not_count_as_depth() -> None:
