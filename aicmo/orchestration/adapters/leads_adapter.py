@@ -96,7 +96,7 @@ def fetch_leads(ctx: ActionContext, payload: FetchLeadsPayload) -> dict[str, Any
     settings = get_settings()
     campaign = get_campaign(ctx.session, payload.campaign_id)
     spec = _confined(payload.source, settings.cam_lead_import_dir)
-    source = lead_source(spec)
+    source = lead_source(spec, root=settings.cam_lead_import_dir)
     size = payload.batch_size or settings.cam_capture_batch_size
     batches: list[tuple[str, list[dict[str, Any]]]] = []
     cursor: str | None = None
