@@ -8,13 +8,39 @@ The defaults are the embedded ones: a SQLite file and kombu's filesystem transpo
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A webhook source is the last part of its URL: the same rule as lead sources (aicmo.cam.leads).
+WEBHOOK_SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class WebhookSource(BaseModel):
+    """One lead webhook source: its signing secret and the campaigns it may post into."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    secret: SecretStr
+    campaigns: (
+        Literal["*"] | Annotated[list[Annotated[int, Field(gt=0, lt=2**63)]], Field(min_length=1)]
+    ) = "*"
+
+    def allows(self, campaign_id: int) -> bool:
+        return self.campaigns == "*" or campaign_id in self.campaigns
 
 
 class Settings(BaseSettings):
@@ -298,10 +324,51 @@ class Settings(BaseSettings):
     cam_from_address: str = Field(
         default="aicmo@example.com", description="From address of campaigns that set none."
     )
-    cam_webhook_secrets: dict[str, SecretStr] = Field(
+    cam_webhook_secrets: dict[str, WebhookSource] = Field(
         default_factory=dict,
-        description='JSON {"typeform": "secret"}: HMAC-SHA256 key of each lead webhook source.',
+        description='JSON {"typeform": "secret", "crm": {"secret": "...", "campaigns": [3, 7]}}: '
+        "the HMAC-SHA256 key of each lead webhook source, and the campaigns it may post "
+        'leads into (a plain secret, or "campaigns": "*", allows every campaign). An empty '
+        "secret is refused at start-up.",
     )
+
+    @field_validator("cam_webhook_secrets", mode="before")
+    @classmethod
+    def _read_webhook_sources(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        sources: dict[object, object] = {}
+        for name, entry in value.items():
+            # Errors name the source, never its secret.
+            where = f"AICMO_CAM_WEBHOOK_SECRETS[{name!r}]"
+            if not isinstance(name, str) or not re.fullmatch(WEBHOOK_SOURCE_PATTERN, name):
+                raise ValueError(
+                    f"{where}: a source name is 1-64 of a-z 0-9 _ . - (it is the URL's source)"
+                )
+            if isinstance(entry, str | SecretStr):
+                entry = {"secret": entry}
+            if isinstance(entry, dict | WebhookSource):
+                secret = entry["secret"] if isinstance(entry, dict) else entry.secret
+                text = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(
+                        f"{where}: the secret of {name!r} is empty: anyone could sign for it"
+                    )
+                if isinstance(entry, dict):
+                    try:
+                        entry = WebhookSource.model_validate(entry)
+                    except ValidationError as exc:
+                        problems = "; ".join(
+                            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                            for error in exc.errors(include_url=False)
+                        )
+                        raise ValueError(
+                            f'{where}: want {{"secret": "...", "campaigns": [campaign ids] or '
+                            f'"*"}} ({problems})'
+                        ) from None
+            sources[name] = entry
+        return sources
+
     cam_webhook_tolerance_seconds: float = Field(
         default=300.0,
         gt=0,
@@ -311,10 +378,30 @@ class Settings(BaseSettings):
     cam_capture_batch_size: int = Field(
         default=500, ge=1, le=1000, description="Leads per CAMPAIGN_CAPTURE_LEADS action."
     )
-    cam_lead_import_dir: Path | None = Field(
-        default=None,
-        description="When set, FETCH_LEADS reads CSV files only from inside this folder.",
+    cam_lead_import_dir: Path = Field(
+        default=Path("var/imports"),
+        description="FETCH_LEADS reads lead files only from inside this folder (resolved when "
+        "the settings are read; a path that escapes it through .. or a symlink is refused). "
+        "Never unset: the worker must not read whatever it can.",
     )
+
+    @field_validator("cam_lead_import_dir", mode="before")
+    @classmethod
+    def _check_import_dir(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("AICMO_CAM_LEAD_IMPORT_DIR must name a folder (it is never unset)")
+        return value
+
+    @field_validator("cam_lead_import_dir", mode="after")
+    @classmethod
+    def _resolve_import_dir(cls, value: Path) -> Path:
+        resolved = value.expanduser().resolve()
+        if resolved == Path(resolved.anchor):
+            raise ValueError(
+                "AICMO_CAM_LEAD_IMPORT_DIR must not be the filesystem root: FETCH_LEADS could "
+                "read any file the worker can"
+            )
+        return resolved
 
     # -- beat ------------------------------------------------------------------------------
     beat_queue: str | None = Field(

@@ -26,7 +26,8 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -154,10 +155,8 @@ class RedisCounterStore:
         self._reserve = self.client.register_script(_RESERVE)
 
     def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
+        with _unreachable_is_transient():
             return script(keys=keys, args=args)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise LimitStoreUnavailable(f"rate-limit store unreachable: {exc}") from exc
 
     def take(self, wants: Sequence[tuple[Bucket, float]]) -> float:
         keys = [f"{KEY_PREFIX}bucket:{bucket.name}" for bucket, _ in wants]
@@ -175,51 +174,85 @@ class RedisCounterStore:
         return counters[index - 1].name if index else None
 
     def add(self, counters: Sequence[Counter], ttl_seconds: int) -> None:
-        try:
-            with self.client.pipeline(transaction=True) as pipe:
-                for c in counters:
-                    key = f"{KEY_PREFIX}count:{c.name}"
-                    pipe.incrby(key, int(c.amount))
-                    pipe.expire(key, int(ttl_seconds))
-                pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise LimitStoreUnavailable(f"rate-limit store unreachable: {exc}") from exc
+        with _unreachable_is_transient(), self.client.pipeline(transaction=True) as pipe:
+            for c in counters:
+                key = f"{KEY_PREFIX}count:{c.name}"
+                pipe.incrby(key, int(c.amount))
+                pipe.expire(key, int(ttl_seconds))
+            pipe.execute()
 
     def read(self, names: Sequence[str]) -> list[int]:
-        values = self.client.mget([f"{KEY_PREFIX}count:{name}" for name in names])
+        with _unreachable_is_transient():
+            values = self.client.mget([f"{KEY_PREFIX}count:{name}" for name in names])
         return [int(v) if v is not None else 0 for v in values]
+
+
+@contextmanager
+def _unreachable_is_transient() -> Iterator[None]:
+    """Every Redis operation of the store reports an unreachable Redis the same way."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise LimitStoreUnavailable(f"rate-limit store unreachable: {exc}") from exc
 
 
 # -- a file under flock (one host) ---------------------------------------------------------
 
 
 class FileCounterStore:
-    """The same semantics for processes of one host, for the embedded default (no Redis)."""
+    """The same semantics for processes of one host, for the embedded default (no Redis).
+
+    The state is never rewritten in place: each change goes to a temporary file that is
+    fsynced and then renamed over the state (``os.replace`` is atomic), so a process killed at
+    any moment leaves the old state or the new one, never an empty or half-written file (which
+    would reset every budget). The lock is a separate file, since a rename swaps the inode a
+    lock on the state file itself would be held on.
+    """
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.clock = clock
         self._thread_lock = threading.Lock()
 
     def _update(self, change: Callable[[dict[str, Any], float], Any]) -> Any:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._thread_lock, open(self.path, "a+", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with self._thread_lock, open(self.lock_path, "a", encoding="utf-8") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                handle.seek(0)
-                text = handle.read()
+                try:
+                    text = self.path.read_text(encoding="utf-8")
+                except FileNotFoundError:
+                    text = ""
                 state: dict[str, Any] = json.loads(text) if text.strip() else {}
                 now = self.clock()
                 result = change(state, now)
                 counters = state.get("counters", {})
                 state["counters"] = {k: v for k, v in counters.items() if v[1] > now}
-                handle.seek(0)
-                handle.truncate()
-                handle.write(json.dumps(state))
-                handle.flush()
+                new_text = json.dumps(state)
+                if new_text != text:
+                    self._replace(new_text)
                 return result
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _replace(self, text: str) -> None:
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        # The rename itself survives a power cut only once the folder is synced.
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def take(self, wants: Sequence[tuple[Bucket, float]]) -> float:
         def change(state: dict[str, Any], now: float) -> float:

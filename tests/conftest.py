@@ -34,6 +34,7 @@ _state: dict[str, Any] = {}
 def pytest_configure(config: pytest.Config) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="aicmo-test-"))
     _state["tmp"] = tmp
+    (tmp / "imports").mkdir()  # where FETCH_LEADS may read lead files
     try:
         redis_db = services.claim_redis_db(RUN_ID)
     except services.ServiceMissing as exc:
@@ -47,6 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "AICMO_DATABASE_URL": found.database_url,
             "AICMO_BROKER_URL": found.broker_url,
             "AICMO_ARTIFACT_DIR": str(tmp / "artifacts"),
+            "AICMO_CAM_LEAD_IMPORT_DIR": str(tmp / "imports"),
             "AICMO_ACTION_MODULES": "aicmo.orchestration.adapters,tests.support.actions",
             "AICMO_PROOF_MODE": "true",
             "AICMO_LEASE_MARGIN_SECONDS": "1",

@@ -8,7 +8,10 @@ Column names are normalised the way spreadsheets spell them ("E-mail", "First Na
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -43,30 +46,78 @@ def column_name(header: str) -> str:
 
 
 class CsvLeadSource:
-    """Leads from a CSV file with a header row (UTF-8, optional BOM)."""
+    """Leads from a CSV file with a header row (UTF-8, optional BOM).
 
-    def __init__(self, path: Path) -> None:
+    With ``root`` (FETCH_LEADS: the import folder), ``path`` must be the resolved path of a
+    file inside it, and it is opened one folder at a time without following any symlink: a
+    symlink planted after the path was checked cannot lead the read outside the folder.
+    """
+
+    def __init__(self, path: Path, *, root: Path | None = None) -> None:
         self.path = Path(path)
+        self.root = None if root is None else Path(root)
         self._rows: list[dict[str, Any]] | None = None
 
     @property
     def name(self) -> str:
         return f"csv:{self.path}"
 
+    def _open(self) -> int:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+        if self.root is None:
+            return os.open(self.path, flags)
+        try:
+            parts = self.path.relative_to(self.root).parts
+        except ValueError:
+            raise PermanentError(f"lead file {self.path} is outside {self.root}") from None
+        if not parts:
+            raise PermanentError(f"lead file {self.path} is a folder")
+        folder = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts[:-1]:
+                inner = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder
+                )
+                os.close(folder)
+                folder = inner
+            return os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=folder)
+        finally:
+            os.close(folder)
+
     def _read(self) -> bytes:
         try:
-            size = self.path.stat().st_size
-            if size > MAX_CSV_BYTES:
-                raise PermanentError(
-                    f"lead file {self.path} is {size} bytes, over the limit of {MAX_CSV_BYTES}"
-                )
-            return self.path.read_bytes()
+            fd = self._open()
         except FileNotFoundError:
             raise PermanentError(f"lead file {self.path} does not exist") from None
-        except IsADirectoryError:
-            raise PermanentError(f"lead file {self.path} is a folder") from None
         except PermissionError:
             raise PermanentError(f"lead file {self.path} is not readable") from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise PermanentError(
+                    f"lead file {self.path}: a symlink is in its path (it changed after it was "
+                    "checked, or points elsewhere): not followed"
+                ) from None
+            raise
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise PermanentError(f"lead file {self.path} is a folder")
+            if not stat.S_ISREG(info.st_mode):
+                raise PermanentError(f"lead file {self.path} is not a regular file")
+            if info.st_size > MAX_CSV_BYTES:
+                raise PermanentError(
+                    f"lead file {self.path} is {info.st_size} bytes, over the limit of "
+                    f"{MAX_CSV_BYTES}"
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(MAX_CSV_BYTES + 1)
+        if len(data) > MAX_CSV_BYTES:  # it grew while being read
+            raise PermanentError(f"lead file {self.path} is over the limit of {MAX_CSV_BYTES}")
+        return data
 
     def rows(self) -> list[dict[str, Any]]:
         """Every non-empty row as a dict of its non-empty cells."""
@@ -109,10 +160,11 @@ class CsvLeadSource:
         )
 
 
-def lead_source(source: str) -> LeadSource:
-    """``csv:<path>`` (or a path ending in .csv). Other kinds have no implementation yet."""
+def lead_source(source: str, *, root: Path | None = None) -> LeadSource:
+    """``csv:<path>`` (or a path ending in .csv), read only inside ``root`` when given. Other
+    kinds have no implementation yet."""
     if source.startswith("csv:"):
-        return CsvLeadSource(Path(source.removeprefix("csv:")))
+        return CsvLeadSource(Path(source.removeprefix("csv:")), root=root)
     if source.lower().endswith(".csv") and ":" not in source.split("/")[0]:
-        return CsvLeadSource(Path(source))
+        return CsvLeadSource(Path(source), root=root)
     raise RealRunUnconfigured(f"no lead source for {source!r} (supported: csv:<path>)")

@@ -6,7 +6,8 @@ with :class:`LLMError` (timeout, provider error, rate limit, budget). Nothing he
 every call ends within ``AICMO_LLM_TIMEOUT_SECONDS``.
 
 Inside an action, the errors also carry the AOL's classification: :class:`LLMTransientError`
-is a :class:`TransientError` (RETRY, honouring ``retry_after``), :class:`LLMPermanentError` a
+is a :class:`TransientError` (RETRY, honouring ``retry_after``), :class:`LLMThrottled` a
+:class:`Deferred` (RETRY, the attempt given back), :class:`LLMPermanentError` a
 :class:`PermanentError` (FAILED).
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from aicmo.orchestration.errors import PermanentError, TransientError
+from aicmo.orchestration.errors import Deferred, PermanentError, TransientError
 
 if TYPE_CHECKING:
     from aicmo.config import Settings
@@ -25,6 +26,7 @@ __all__ = [
     "LLMError",
     "LLMPermanentError",
     "LLMRateLimited",
+    "LLMThrottled",
     "LLMTimeout",
     "LLMTransientError",
     "TextGenerator",
@@ -47,6 +49,11 @@ class LLMTimeout(LLMTransientError):
 
 class LLMRateLimited(LLMTransientError):
     """The shared rate limit (or the provider's 429) has no room now."""
+
+
+class LLMThrottled(LLMRateLimited, Deferred):
+    """Our own shared bucket had no room: the call never started, so an action gives its
+    attempt back (waiting for a turn never dead-letters it)."""
 
 
 class LLMPermanentError(LLMError, PermanentError):

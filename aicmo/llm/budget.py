@@ -1,9 +1,12 @@
 """Daily LLM budgets, in tokens and in spend, in total and per campaign.
 
-A call reserves its worst case (prompt estimate + ``max_tokens``) before it is sent, atomically
-across every worker (see :meth:`CounterStore.reserve`), and settles to the provider's reported
-usage afterwards (a failed call gives the reservation back). So concurrent calls can never
-overspend together, and an over-budget call is refused before it costs anything.
+Each attempt of a call reserves its worst case (prompt estimate + ``max_tokens``) before it is
+sent, atomically across every worker (see :meth:`CounterStore.reserve`), and settles afterwards:
+to the provider's reported usage when it answered, to nothing when it provably never ran the
+request, and otherwise (a timeout, a 5xx: the provider may have billed it) the worst case stays
+charged. So concurrent calls can never overspend together, an over-budget call is refused
+before it costs anything, and a provider that keeps timing out exhausts the budget instead of
+spending without end.
 Days are UTC days. Counters are kept (and readable with :meth:`LLMBudget.spent`) even when no
 budget is set.
 """
@@ -127,7 +130,7 @@ class LLMBudget:
         return Reservation(day, campaign_id, worst_case, micro)
 
     def settle(self, reservation: Reservation, used: Usage | None) -> None:
-        """Replace the reservation by what was really used (None: nothing, give it back)."""
+        """Replace the reservation by what is charged (None: nothing, give it all back)."""
         actual = used or Usage(0, 0)
         tokens = actual.total - reservation.usage.total
         micro = self.cost_micro_usd(actual) - reservation.micro_usd

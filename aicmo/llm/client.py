@@ -2,13 +2,17 @@
 
 One :meth:`OpenAIChatClient.generate` call, in order:
 
-1. reserves its worst case against the daily budgets (refused at once when over);
+1. reserves the worst case of its attempt against the daily budgets (refused at once when
+   over);
 2. waits for room in the provider's global buckets (requests and tokens per minute, shared by
    every worker through :mod:`aicmo.ratelimit`), but never past its own deadline;
-3. sends with a connect timeout and a hard deadline on the whole exchange, and retries
-   transient failures (network, timeout, 429, 5xx) with exponential backoff - or the
-   provider's Retry-After - while the deadline allows;
-4. settles the budget to the provider's reported usage.
+3. sends with a connect timeout and a hard deadline on the whole exchange;
+4. settles the attempt: an answer costs its reported usage; an attempt the provider may have
+   run without reporting it (timeout, dropped connection, 5xx) keeps its worst case, because
+   the provider bills it anyway; one it provably never ran (connection refused, a 4xx) costs
+   nothing;
+5. retries transient failures (network, timeout, 429, 5xx) with exponential backoff - or the
+   provider's Retry-After - while the deadline allows, each retry a new attempt from step 1.
 
 The whole call ends within ``timeout`` seconds. A wait that does not fit raises a transient
 :class:`~aicmo.llm.LLMError` whose ``retry_after`` says when to try again.
@@ -34,13 +38,15 @@ from aicmo.gateways.errors import (
 from aicmo.gateways.http import send_with_deadline, shared_client
 from aicmo.llm import (
     LLMBadCredentials,
+    LLMBudgetExceeded,
     LLMError,
     LLMPermanentError,
     LLMRateLimited,
+    LLMThrottled,
     LLMTimeout,
     LLMTransientError,
 )
-from aicmo.llm.budget import LLMBudget, Usage
+from aicmo.llm.budget import LLMBudget, Reservation, Usage
 from aicmo.orchestration.redaction import redact, register_secret
 from aicmo.ratelimit import Bucket, LimitStoreUnavailable, RateLimited, RateLimiter, get_store
 
@@ -146,18 +152,7 @@ class OpenAIChatClient:
         deadline = self.clock() + self.timeout
         messages = self._messages(prompt)
         worst_case = Usage(sum(estimate_tokens(m["content"]) for m in messages), max_tokens)
-        reservation = self.budget.reserve(campaign_id, worst_case) if self.budget else None
-        used: Usage | None = None
-        try:
-            text, used = self._call(messages, max_tokens, idempotency_key, deadline, worst_case)
-            return text
-        finally:
-            if self.budget is not None and reservation is not None:
-                try:
-                    self.budget.settle(reservation, used)
-                except LimitStoreUnavailable as exc:
-                    # The text is paid for either way; losing its exact count is the lesser harm.
-                    log.warning("LLM budget not settled: %s", exc)
+        return self._call(messages, max_tokens, idempotency_key, deadline, worst_case, campaign_id)
 
     def _call(
         self,
@@ -166,7 +161,8 @@ class OpenAIChatClient:
         idempotency_key: str | None,
         deadline: float,
         worst_case: Usage,
-    ) -> tuple[str, Usage]:
+        campaign_id: int | None,
+    ) -> str:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -179,28 +175,26 @@ class OpenAIChatClient:
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         attempt = 0
+        previous: LLMError | None = None
         while True:
             attempt += 1
-            self._wait_for_room(deadline, worst_case)
-            remaining = deadline - self.clock()
-            if remaining < MIN_CALL_SECONDS:
-                raise LLMTimeout(f"{self.provider}: no time left within {self.timeout:g}s")
-            request = self.client.build_request("POST", self.url, json=body, headers=headers)
+            reservation = self._reserve(campaign_id, worst_case, attempt, previous)
+            # What this attempt costs, settled whatever happens (even a soft time limit raised
+            # mid-wait): nothing until the request may have reached the provider.
+            charge: Usage | None = None
             try:
-                error = self._outcome(send_with_deadline(self.client, request, remaining))
-            except httpx.TimeoutException:
-                error = LLMTimeout(
-                    f"{self.provider}: no answer within the {self.timeout:g}s limit "
-                    f"(attempt {attempt})"
-                )
-            except httpx.TransportError as exc:
-                error = LLMTransientError(
-                    redact(f"{self.provider}: network error: {type(exc).__name__}: {exc}")
-                )
-            if isinstance(error, tuple):
-                text, used = error
-                # No usage reported: count the prompt as estimated and the text as written.
-                return text, used or Usage(worst_case.prompt_tokens, estimate_tokens(text))
+                self._wait_for_room(deadline, worst_case)
+                remaining = deadline - self.clock()
+                if remaining < MIN_CALL_SECONDS:
+                    raise LLMTimeout(f"{self.provider}: no time left within {self.timeout:g}s")
+                request = self.client.build_request("POST", self.url, json=body, headers=headers)
+                charge = worst_case
+                answer, charge = self._attempt(request, remaining, worst_case, attempt)
+            finally:
+                self._settle(reservation, charge)
+            if isinstance(answer, str):
+                return answer
+            error = answer
             if isinstance(error, LLMPermanentError) or attempt > self.max_retries:
                 raise error
             assert isinstance(error, LLMTransientError)
@@ -216,7 +210,65 @@ class OpenAIChatClient:
                 error,
                 delay,
             )
+            previous = error
             self.sleep(delay)
+
+    def _attempt(
+        self, request: httpx.Request, remaining: float, worst_case: Usage, attempt: int
+    ) -> tuple[str | LLMError, Usage | None]:
+        """One exchange: the text or the error it stands for, and what the provider may bill
+        for it. An answer costs its reported usage. An attempt the provider may have worked
+        on without telling us the count (no answer in time, a dropped connection, a 5xx, a
+        garbled 2xx) costs its worst case. One it provably did not run costs nothing: the
+        connection never opened, or a 4xx refused the request before any generation."""
+        try:
+            response = send_with_deadline(self.client, request, remaining)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return LLMTransientError(
+                redact(f"{self.provider}: network error: {type(exc).__name__}: {exc}")
+            ), None
+        except httpx.TimeoutException:
+            return LLMTimeout(
+                f"{self.provider}: no answer within the {self.timeout:g}s limit (attempt {attempt})"
+            ), worst_case
+        except httpx.TransportError as exc:
+            return LLMTransientError(
+                redact(f"{self.provider}: network error: {type(exc).__name__}: {exc}")
+            ), worst_case
+        outcome = self._outcome(response)
+        if isinstance(outcome, tuple):
+            text, used = outcome
+            # No usage reported: count the prompt as estimated and the text as written.
+            return text, used or Usage(worst_case.prompt_tokens, estimate_tokens(text))
+        if 400 <= response.status_code < 500:
+            return outcome, None
+        return outcome, worst_case
+
+    def _reserve(
+        self,
+        campaign_id: int | None,
+        worst_case: Usage,
+        attempt: int,
+        previous: LLMError | None,
+    ) -> Reservation | None:
+        """Reserve one attempt's worst case: every attempt is paid for on its own."""
+        if self.budget is None:
+            return None
+        try:
+            return self.budget.reserve(campaign_id, worst_case)
+        except LLMBudgetExceeded as exc:
+            if previous is None:
+                raise
+            raise LLMBudgetExceeded(f"{exc} (after attempt {attempt - 1}: {previous})") from None
+
+    def _settle(self, reservation: Reservation | None, charge: Usage | None) -> None:
+        if self.budget is None or reservation is None:
+            return
+        try:
+            self.budget.settle(reservation, charge)
+        except LimitStoreUnavailable as exc:
+            # The attempt is paid for either way; losing its exact count is the lesser harm.
+            log.warning("LLM budget not settled: %s", exc)
 
     def _wait_for_room(self, deadline: float, worst_case: Usage) -> None:
         if self.limiter is None:
@@ -230,7 +282,7 @@ class OpenAIChatClient:
         try:
             self.limiter.acquire(wants, max_wait=budget)
         except RateLimited as exc:
-            raise LLMRateLimited(str(exc), retry_after=exc.retry_after) from None
+            raise LLMThrottled(str(exc), retry_after=exc.retry_after) from None
         except LimitStoreUnavailable as exc:
             raise LLMTransientError(str(exc)) from None
 

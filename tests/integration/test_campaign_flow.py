@@ -352,13 +352,13 @@ def test_forged_webhook_is_refused(
     monkeypatch.setattr(get_settings(), "cam_webhook_secrets", {"typeform": SecretStr("s3cret")})
     body = b'{"event_id": "tf-1", "campaign_id": %d, "leads": [{"email": "a@b.io"}]}' % cid
     now = int(time.time())
-    good = {"X-Aicmo-Signature": webhooks.sign("s3cret", body, now)}
+    good = {"X-Aicmo-Signature": webhooks.sign("s3cret", body, now, source="typeform")}
 
     refusals: list[tuple[Any, ...]] = [
         (
             "typeform",
             body,
-            {"X-Aicmo-Signature": webhooks.sign("guess", body, now)},
+            {"X-Aicmo-Signature": webhooks.sign("guess", body, now, source="typeform")},
             webhooks.BadSignature,
             "does not match",
         ),
@@ -367,7 +367,7 @@ def test_forged_webhook_is_refused(
         (
             "typeform",
             body,
-            {"x-aicmo-signature": webhooks.sign("s3cret", body, now - 3600)},
+            {"x-aicmo-signature": webhooks.sign("s3cret", body, now - 3600, source="typeform")},
             webhooks.BadSignature,
             "replay",
         ),
@@ -380,7 +380,9 @@ def test_forged_webhook_is_refused(
     bad_json = b"{not json"
     with pytest.raises(webhooks.BadPayload, match="not UTF-8 JSON"):
         webhooks.receive(
-            "typeform", bad_json, {"X-Aicmo-Signature": webhooks.sign("s3cret", bad_json, now)}
+            "typeform",
+            bad_json,
+            {"X-Aicmo-Signature": webhooks.sign("s3cret", bad_json, now, source="typeform")},
         )
     assert session.scalars(select(AOLAction)).all() == []
 
@@ -392,7 +394,9 @@ def test_forged_webhook_is_refused(
     other = b'{"event_id": "tf-1", "campaign_id": %d, "leads": [{"email": "x@y.io"}]}' % cid
     with pytest.raises(webhooks.DuplicateEvent):
         webhooks.receive(
-            "typeform", other, {"X-Aicmo-Signature": webhooks.sign("s3cret", other, now)}
+            "typeform",
+            other,
+            {"X-Aicmo-Signature": webhooks.sign("s3cret", other, now, source="typeform")},
         )
     assert support.count(database_url, Lead, campaign_id=cid) == 1
     assert support.count(database_url, AOLAction) == 1

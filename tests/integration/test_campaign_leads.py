@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 from aicmo.cam import keys, leads, webhooks
 from aicmo.cam.errors import CampaignNotFound
 from aicmo.cam.models import Lead
-from aicmo.config import get_settings
+from aicmo.config import Settings, get_settings
 from aicmo.db import session_factory
 from aicmo.orchestration.executor import Executor, OutcomeKind
 from aicmo.orchestration.models import AOLAction
@@ -114,7 +115,8 @@ def test_fetch_leads_reads_a_csv_and_enqueues_its_captures(
     database_url: str, book: Book, shared_worker: object, tmp_path: Path
 ) -> None:
     cid = support.create(database_url, n_leads=0)
-    path = tmp_path / "leads.csv"
+    # The worker reads lead files only inside its import folder (the run's own, see conftest).
+    path = Path(os.environ["AICMO_CAM_LEAD_IMPORT_DIR"]) / f"leads-{cid}.csv"
     path.write_text("\ufeff" + CSV, encoding="utf-8")
     with session_factory(database_url)() as s, s.begin():
         fetch = ActionQueue.enqueue_action(
@@ -156,6 +158,20 @@ def test_fetch_leads_reads_a_csv_and_enqueues_its_captures(
     assert again["new_captures"] == 0 and again["capture_action_ids"] == captures
 
 
+def run_fetches(database_url: str, cid: int, sources: list[str]) -> list[tuple[OutcomeKind, str]]:
+    """Run one FETCH_LEADS per source in this process (nothing reaches the worker)."""
+    with support.recording_dispatcher():
+        with session_factory(database_url)() as s, s.begin():
+            ids = [
+                ActionQueue.enqueue_action(
+                    s, keys.FETCH_LEADS, {"campaign_id": cid, "source": source}
+                ).id
+                for source in sources
+            ]
+        outcomes = [Executor().run(i, keys.FETCH_LEADS) for i in ids]
+    return [(outcome.kind, outcome.error or "") for outcome in outcomes]
+
+
 def test_fetch_leads_refuses_files_outside_the_import_folder(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,24 +180,37 @@ def test_fetch_leads_refuses_files_outside_the_import_folder(
     inside.mkdir()
     (inside / "ok.csv").write_text(CSV)
     (tmp_path / "secret.csv").write_text(CSV)
+    (inside / "link.csv").symlink_to(tmp_path / "secret.csv")
+    (inside / "out").symlink_to(tmp_path, target_is_directory=True)
     monkeypatch.setattr(get_settings(), "cam_lead_import_dir", inside)
-    with support.recording_dispatcher():
-        with session_factory(database_url)() as s, s.begin():
-            refused = ActionQueue.enqueue_action(
-                s, keys.FETCH_LEADS, {"campaign_id": cid, "source": "csv:../secret.csv"}
-            ).id
-            missing = ActionQueue.enqueue_action(
-                s, keys.FETCH_LEADS, {"campaign_id": cid, "source": "csv:nope.csv"}
-            ).id
-            allowed = ActionQueue.enqueue_action(
-                s, keys.FETCH_LEADS, {"campaign_id": cid, "source": "csv:ok.csv"}
-            ).id
-        outcomes = {i: Executor().run(i, keys.FETCH_LEADS) for i in (refused, missing, allowed)}
-    assert outcomes[refused].kind is OutcomeKind.FAILED
-    assert "outside the import folder" in (outcomes[refused].error or "")
-    assert outcomes[missing].kind is OutcomeKind.FAILED
-    assert "does not exist" in (outcomes[missing].error or "")
-    assert outcomes[allowed].kind is OutcomeKind.SUCCEEDED
+    escapes = [
+        "csv:../secret.csv",
+        f"csv:{inside}/../secret.csv",
+        f"{tmp_path}/secret.csv",
+        "csv:link.csv",  # a symlink inside that points outside
+        "csv:out/secret.csv",  # a folder symlink that leads outside
+        "csv:/etc/passwd",
+    ]
+    outcomes = run_fetches(database_url, cid, [*escapes, "csv:nope.csv", "csv:ok.csv"])
+    for source, (kind, error) in zip(escapes, outcomes, strict=False):
+        assert kind is OutcomeKind.FAILED, source
+        assert "outside the import folder" in error, source
+    assert outcomes[-2][0] is OutcomeKind.FAILED and "does not exist" in outcomes[-2][1]
+    assert outcomes[-1][0] is OutcomeKind.SUCCEEDED
+
+
+def test_fetch_leads_with_no_import_folder_set_reads_only_var_imports(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AICMO_CAM_LEAD_IMPORT_DIR")
+    unset = Settings()
+    assert unset.cam_lead_import_dir == (Path.cwd() / "var" / "imports").resolve()
+    monkeypatch.setattr(get_settings(), "cam_lead_import_dir", unset.cam_lead_import_dir)
+    cid = support.create(database_url, n_leads=0)
+    (tmp_path / "anywhere.csv").write_text(CSV)
+    outcomes = run_fetches(database_url, cid, [f"csv:{tmp_path}/anywhere.csv", "/etc/passwd"])
+    assert [kind for kind, _ in outcomes] == [OutcomeKind.FAILED, OutcomeKind.FAILED]
+    assert all("outside the import folder" in error for _, error in outcomes)
 
 
 def test_a_webhook_in_the_callers_transaction_rolls_back_with_it(
@@ -190,7 +219,7 @@ def test_a_webhook_in_the_callers_transaction_rolls_back_with_it(
     cid = support.create(database_url, n_leads=0)
     monkeypatch.setattr(get_settings(), "cam_webhook_secrets", {"form": SecretStr("k")})
     body = b'{"event_id": "e1", "campaign_id": %d, "leads": [{"email": "a@b.io"}]}' % cid
-    headers = {"X-Aicmo-Signature": webhooks.sign("k", body, int(time.time()))}
+    headers = {"X-Aicmo-Signature": webhooks.sign("k", body, int(time.time()), source="form")}
     with support.recording_dispatcher() as sent:
         with session_factory(database_url)() as s:
             s.begin()
@@ -206,5 +235,7 @@ def test_a_webhook_in_the_callers_transaction_rolls_back_with_it(
     unknown = b'{"event_id": "e2", "campaign_id": 999999, "leads": [{"email": "a@b.io"}]}'
     with pytest.raises(webhooks.BadPayload, match="campaign 999999 does not exist"):
         webhooks.receive(
-            "form", unknown, {"X-Aicmo-Signature": webhooks.sign("k", unknown, int(time.time()))}
+            "form",
+            unknown,
+            {"X-Aicmo-Signature": webhooks.sign("k", unknown, int(time.time()), source="form")},
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from aicmo.llm import (
 from aicmo.llm.budget import LLMBudget
 from aicmo.llm.client import OpenAIChatClient, estimate_tokens
 from aicmo.llm.template import TemplateTextGenerator
+from aicmo.orchestration.errors import Deferred
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.ratelimit import Bucket, RateLimiter, RedisCounterStore
 from tests.conftest import ROOT, Book
@@ -165,6 +167,24 @@ def test_request_and_token_limits_are_global_and_refuse_past_the_wait(
     assert len(completions(server)) == 1
 
 
+def test_our_own_rate_limit_defers_the_call_without_spending_an_attempt(
+    server: FakeHTTPServer, store: RedisCounterStore
+) -> None:
+    limiter = RateLimiter(store, max_wait=0.2)
+    requests = Bucket("llm:test:deferred", per_minute=6, burst=1)
+    llm = client(server, limiter=limiter, request_bucket=requests)
+    llm.generate("one")
+    with pytest.raises(LLMRateLimited) as ours:
+        llm.generate("two")
+    # Waiting for a turn in our own bucket is a Deferred (the attempt is given back); the
+    # provider's own 429 did reach it, and stays an ordinary transient error.
+    assert isinstance(ours.value, Deferred)
+    with pytest.raises(LLMRateLimited) as theirs:
+        client(server).generate("x @@429:60@@")
+    assert not isinstance(theirs.value, Deferred)
+    assert len(completions(server)) == 2
+
+
 # -- budgets -------------------------------------------------------------------------------
 
 
@@ -211,6 +231,77 @@ def test_a_failed_call_gives_its_reservation_back(
     with pytest.raises(LLMBadCredentials):
         client(server, budget=budget).generate("@@401@@", campaign_id=5)
     assert budget.spent(5)["tokens"] == 0
+
+
+def test_a_slow_provider_is_charged_for_every_timed_out_call_and_the_budget_stops_spending(
+    server: FakeHTTPServer, store: RedisCounterStore
+) -> None:
+    # The provider answers (and bills) after the client has given up: each timed-out call is
+    # charged its worst case, so the budget runs out and later calls never reach the provider.
+    prompt = "slow one @@slow:1.5@@"
+    worst = estimate_tokens(prompt) + 50
+    budget = LLMBudget(store, campaign_daily_tokens=3 * worst)
+    llm = client(server, system_prompt="", budget=budget, timeout=0.5)
+    outcomes = []
+    for _ in range(6):
+        try:
+            llm.generate(prompt, campaign_id=11, max_tokens=50)
+            outcomes.append("ok")
+        except LLMTimeout:
+            outcomes.append("timeout")
+        except LLMBudgetExceeded:
+            outcomes.append("refused")
+    assert outcomes == ["timeout"] * 3 + ["refused"] * 3
+    assert len(completions(server)) == 3
+    assert budget.spent(11)["tokens"] == 3 * worst
+
+
+def test_each_attempt_that_reached_the_provider_is_charged(
+    server: FakeHTTPServer, store: RedisCounterStore
+) -> None:
+    # Two 500s then an answer in one call: the two failed attempts may have been billed, so
+    # each costs its worst case; the answer costs what the provider reports (11 + 7).
+    budget = LLMBudget(store, campaign_daily_tokens=10_000)
+    prompt = "x @@flaky:2@@"
+    worst = estimate_tokens(prompt) + 100
+    text = client(server, system_prompt="", budget=budget).generate(
+        prompt, campaign_id=12, max_tokens=100, idempotency_key="d-charged"
+    )
+    assert text.startswith(COMPLETION_PREFIX)
+    assert len(completions(server)) == 3
+    assert budget.spent(12)["tokens"] == 2 * worst + 18
+
+
+def test_a_retry_without_room_in_the_budget_is_refused_before_it_is_sent(
+    server: FakeHTTPServer, store: RedisCounterStore
+) -> None:
+    prompt = "x @@500@@"
+    worst = estimate_tokens(prompt) + 100
+    budget = LLMBudget(store, campaign_daily_tokens=worst + worst // 2)
+    with pytest.raises(LLMBudgetExceeded, match=r"after attempt 1: .*HTTP 500"):
+        client(server, system_prompt="", budget=budget).generate(
+            prompt, campaign_id=13, max_tokens=100, idempotency_key="d-no-room"
+        )
+    assert len(completions(server)) == 1
+    assert budget.spent(13)["tokens"] == worst
+
+
+def test_a_call_that_never_reached_the_provider_costs_nothing(store: RedisCounterStore) -> None:
+    with socket.socket() as probe:  # a port with nothing listening: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    budget = LLMBudget(store, campaign_daily_tokens=1000)
+    llm = OpenAIChatClient(
+        base_url=f"http://127.0.0.1:{port}/v1",
+        model="m",
+        budget=budget,
+        timeout=2.0,
+        max_retries=1,
+        retry_base_delay=0.05,
+    )
+    with pytest.raises(LLMTransientError, match="network error"):
+        llm.generate("hi", campaign_id=14, max_tokens=100)
+    assert budget.spent(14)["tokens"] == 0
 
 
 BUDGET_SCRIPT = """

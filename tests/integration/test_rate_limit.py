@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,9 +23,18 @@ from sqlalchemy.orm import Session
 
 from aicmo.gateways.ports import SocialPost
 from aicmo.gateways.webhook import WebhookSocialPoster
+from aicmo.orchestration.errors import TransientError
 from aicmo.orchestration.models import AOLAction
 from aicmo.orchestration.queue import ActionQueue
-from aicmo.ratelimit import Bucket, FileCounterStore, RateLimited, RateLimiter, RedisCounterStore
+from aicmo.ratelimit import (
+    Bucket,
+    Counter,
+    FileCounterStore,
+    LimitStoreUnavailable,
+    RateLimited,
+    RateLimiter,
+    RedisCounterStore,
+)
 from tests.conftest import ROOT
 from tests.support.fake_http import FakeHTTPServer
 from tests.support.gateway_actions import GATEWAYS_QUEUE, live_worker_env, route_gateways_queue
@@ -172,6 +184,69 @@ def test_the_measure_catches_per_process_buckets(tmp_path: Path) -> None:
     each = take_in_four_processes("file", [str(tmp_path / f"own-{n}.json") for n in range(4)])
     assert all(len(mine) >= 3 for mine in each)
     assert worst_excess([t for mine in each for t in mine], 60, 3) >= 8
+
+
+COUNTER = """
+import sys
+from pathlib import Path
+from aicmo.ratelimit import Counter, FileCounterStore
+store = FileCounterStore(Path(sys.argv[1]))
+# A large state makes every rewrite of the file long: a kill often lands inside one.
+store.add([Counter(f"pad:{i}", None, 1) for i in range(20_000)], 3600)
+n = 0
+print("ready", flush=True)
+while True:
+    store.add([Counter("spent", None, 1)], 3600)
+    n += 1
+    print(n, flush=True)  # only once the add has returned
+"""
+
+
+def test_a_file_store_killed_mid_write_keeps_every_counted_amount(tmp_path: Path) -> None:
+    path = tmp_path / "limits.json"
+    rng = random.Random(7)
+    before = 0
+    for round_ in range(10):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", COUNTER, str(path)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready", proc.stderr
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+        done = [int(line) for line in out.splitlines() if line.strip().isdigit()]
+        counted = done[-1] if done else 0
+        try:
+            [spent] = FileCounterStore(path).read(["spent"])
+        except ValueError as exc:
+            pytest.fail(f"round {round_}: the killed write left an unreadable file: {exc}")
+        # Every add that returned is in the file (the one cut short may or may not be).
+        assert before + counted <= spent <= before + counted + 1, f"round {round_}"
+        before = spent
+
+
+def test_every_redis_store_operation_reports_an_unreachable_store_as_its_own_transient_error() -> (
+    None
+):
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = RedisCounterStore(f"redis://127.0.0.1:{port}/0")
+    calls: dict[str, Callable[[], object]] = {
+        "take": lambda: store.take([(Bucket("gone", per_minute=60, burst=1), 1)]),
+        "reserve": lambda: store.reserve([Counter("gone", 10, 1)], 60),
+        "add": lambda: store.add([Counter("gone", None, 1)], 60),
+        "read": lambda: store.read(["gone"]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(LimitStoreUnavailable, match="rate-limit store unreachable"):
+            call()
+        assert isinstance(LimitStoreUnavailable("x"), TransientError), name
 
 
 def test_a_bucket_takes_requests_and_tokens_together_or_not_at_all(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 
 import pytest
 
+from aicmo.config import Settings
 from aicmo.gateways.leads import CsvLeadSource, column_name, lead_source
 from aicmo.orchestration.adapters.leads_adapter import _chunks, event_id, source_kind
 from aicmo.orchestration.errors import PermanentError, RealRunUnconfigured
@@ -38,6 +40,47 @@ def test_csv_errors_are_permanent(tmp_path: Path) -> None:
         CsvLeadSource(tmp_path / "empty.csv").fetch("k")
     with pytest.raises(RealRunUnconfigured, match="supported: csv"):
         lead_source("hubspot:list/3")
+
+
+def test_a_lead_file_swapped_for_a_symlink_after_the_check_is_not_followed(tmp_path: Path) -> None:
+    # FETCH_LEADS checks the resolved path, then reads it; a symlink planted in between (in
+    # the file's place or a folder's) must not lead the read out of the import folder.
+    root = tmp_path / "imports"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "secret.csv").write_text("email\nsecret@example.com\n")
+    (root / "leads.csv").symlink_to(tmp_path / "secret.csv")
+    (root / "sub" / "x.csv").write_text("email\nok@example.com\n")
+    (root / "sub").rename(root / "was-sub")
+    (root / "sub").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "x.csv").write_text("email\nsecret@example.com\n")
+    for path in (root / "leads.csv", root / "sub" / "x.csv"):
+        with pytest.raises(PermanentError, match="symlink"):
+            CsvLeadSource(path, root=root).rows()
+    assert CsvLeadSource(root / "was-sub" / "x.csv", root=root).rows() == [
+        {"email": "ok@example.com"}
+    ]
+
+
+def test_a_lead_file_that_is_not_a_regular_file_is_refused_without_blocking(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "leads.csv"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    with pytest.raises(PermanentError, match="not a regular file"):
+        CsvLeadSource(fifo, root=tmp_path).rows()
+    with pytest.raises(PermanentError, match="not a regular file"):
+        CsvLeadSource(fifo).rows()
+    with pytest.raises(PermanentError, match="is a folder"):
+        CsvLeadSource(tmp_path).rows()
+
+
+def test_the_lead_import_folder_is_never_unset_empty_or_the_whole_filesystem() -> None:
+    assert Settings(cam_lead_import_dir="some/where").cam_lead_import_dir == (
+        Path.cwd() / "some" / "where"
+    )
+    for value in ("", "  ", "/", "/.."):
+        with pytest.raises(ValueError, match="AICMO_CAM_LEAD_IMPORT_DIR"):
+            Settings(cam_lead_import_dir=value)
 
 
 def test_column_names_are_normalised() -> None:

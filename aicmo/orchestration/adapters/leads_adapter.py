@@ -38,7 +38,8 @@ class FetchLeadsPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     campaign_id: int = Field(gt=0, lt=2**63)
-    # What aicmo.gateways.factory.lead_source accepts, e.g. "csv:/data/leads.csv".
+    # What aicmo.gateways.leads.lead_source accepts, e.g. "csv:leads.csv"; a CSV must lie
+    # inside AICMO_CAM_LEAD_IMPORT_DIR (relative paths are taken from it).
     source: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
     batch_size: int | None = Field(default=None, ge=1, le=MAX_LEADS_PER_CAPTURE)
 
@@ -48,12 +49,14 @@ def source_kind(source: str) -> str:
     return found.group(1) if found else "csv"
 
 
-def _confined(source: str, import_dir: Path | None) -> str:
-    """With AICMO_CAM_LEAD_IMPORT_DIR set, a CSV path must resolve inside it."""
-    if import_dir is None or source_kind(source) != "csv":
-        return source
+def _confined(source: str, import_dir: Path) -> str:
+    """A CSV path (relative ones are taken from the import folder) must resolve inside
+    AICMO_CAM_LEAD_IMPORT_DIR: ``..`` and symlinks are followed before the check, and the
+    resolved path is what gets read."""
+    if source_kind(source) != "csv":
+        return source  # no other kind reads local files (lead_source refuses them)
     root = Path(import_dir).resolve()
-    raw = Path(source.removeprefix("csv:")).expanduser()
+    raw = Path(source.removeprefix("csv:"))
     path = (raw if raw.is_absolute() else root / raw).resolve()
     if not path.is_relative_to(root):
         raise PermanentError(f"lead file {raw} is outside the import folder {root}")
@@ -93,7 +96,7 @@ def fetch_leads(ctx: ActionContext, payload: FetchLeadsPayload) -> dict[str, Any
     settings = get_settings()
     campaign = get_campaign(ctx.session, payload.campaign_id)
     spec = _confined(payload.source, settings.cam_lead_import_dir)
-    source = lead_source(spec)
+    source = lead_source(spec, root=settings.cam_lead_import_dir)
     size = payload.batch_size or settings.cam_capture_batch_size
     batches: list[tuple[str, list[dict[str, Any]]]] = []
     cursor: str | None = None
