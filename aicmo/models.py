@@ -9,6 +9,7 @@ from aicmo.cam.models import (
     Suppression,
 )
 from aicmo.db import Base
+from aicmo.ops.users import WebApiToken, WebUser
 from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
 
 metadata = Base.metadata
@@ -23,5 +24,7 @@ __all__ = [
     "OrchestratorRun",
     "OutreachMessage",
     "Suppression",
+    "WebApiToken",
+    "WebUser",
     "metadata",
 ]

@@ -86,6 +86,9 @@ class AOLAction(Base):
         # purge of old finished actions
         Index("ix_aol_actions_finished", "finished_at_utc", **_partial(_TERMINAL)),
         Index("ix_aol_actions_status_type", "status", "action_type"),
+        # The console's and API's keyset pages (newest first) filtered by status or type.
+        Index("ix_aol_actions_status_id", "status", "id"),
+        Index("ix_aol_actions_type_id", "action_type", "id"),
     )
 
     @property
