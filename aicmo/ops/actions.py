@@ -191,3 +191,19 @@ def types() -> list[dict[str, Any]]:
         }
         for spec in registry
     ]
+
+
+def dlq_counts() -> dict[str, int]:
+    """Dead-lettered actions by type (from the (status, type) index: O(DLQ), not O(table))."""
+    from sqlalchemy import func
+
+    with session_scope() as session:
+        return {
+            t: int(n)
+            for t, n in session.execute(
+                select(AOLAction.action_type, func.count())
+                .where(AOLAction.status == ActionStatus.DLQ)
+                .group_by(AOLAction.action_type)
+                .order_by(AOLAction.action_type)
+            )
+        }
