@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from aicmo.ops.users import User
+from aicmo.ops.users import Role, User
 from aicmo.web.security import read_session, write_session_cookie
 
 HERE = Path(__file__).parent
@@ -47,6 +47,8 @@ def render(
         name,
         {
             "user": user,
+            "can_review": user is not None and user.allows(Role.REVIEWER),
+            "can_operate": user is not None and user.allows(Role.OPERATOR),
             "csrf_token": session.csrf,
             "flash": request.query_params.get("msg"),
             **context,
