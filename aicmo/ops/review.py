@@ -86,3 +86,31 @@ def import_leads(file: Path, campaign_id: int, source: str) -> dict[str, Any]:
     with session_scope() as session:
         report = cam_leads.capture(session, campaign_id, source, rows).as_dict()
     return {"campaign_id": campaign_id, "rows": len(rows), **report}
+
+
+def review_queue(
+    campaign_id: int | None = None, limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The drafts waiting for a person, each with where it will go (the lead's address on
+    the message's channel), for the console's review queue."""
+    from sqlalchemy import select
+
+    from aicmo.cam.models import Lead
+
+    rows = list_messages(campaign_id, "DRAFT", limit=limit, offset=offset)
+    lead_ids = {r["lead_id"] for r in rows}
+    contacts: dict[int, Lead] = {}
+    if lead_ids:
+        with session_scope() as session:
+            contacts = {
+                lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(lead_ids)))
+            }
+    for row in rows:
+        lead = contacts.get(row["lead_id"])
+        address = None
+        if lead is not None:
+            address = {"email": lead.email, "linkedin": lead.linkedin_url}.get(
+                row["channel"], lead.email or lead.linkedin_url or lead.phone
+            )
+        row["address"] = address
+    return rows

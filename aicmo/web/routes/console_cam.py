@@ -29,9 +29,7 @@ async def review_page(
     campaign: Annotated[int | None, Query(gt=0)] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
-    drafts = await run_in_threadpool(
-        review_ops.list_messages, campaign, "DRAFT", REVIEW_PAGE, offset
-    )
+    drafts = await run_in_threadpool(review_ops.review_queue, campaign, REVIEW_PAGE, offset)
     campaigns = {c["id"]: c for c in await run_in_threadpool(campaigns_ops.list_campaigns)}
     grouped: dict[int, list[dict[str, object]]] = {}
     for message in drafts:
