@@ -30,8 +30,12 @@ lint:  ## ruff and mypy
 	$(BIN)/ruff format --check aicmo tasks migrations beat_schedule.py
 	$(BIN)/mypy
 
-bench:  ## benchmarks against plain Celery (writes BENCHMARKS.md)
+bench:  ## benchmarks against plain Celery (writes BENCHMARKS.md), then bench-web
 	$(PY) -m tests.benchmarks $(BENCH_ARGS)
+	$(PY) -m tests.benchmarks.bench_web
+
+bench-web:  ## console pages and API lists on 1,000,000 actions (writes BENCHMARKS-web.md)
+	$(PY) -m tests.benchmarks.bench_web
 
 chaos:  ## the fault-injection suite
 	$(BIN)/pytest tests/chaos $(PYTEST_ARGS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from aicmo.cam.errors import CampaignError, CampaignNotFound, MessageNotFound, ReviewError
 from aicmo.orchestration.errors import (
@@ -38,7 +38,13 @@ def describe(exc: BaseException) -> tuple[int, str]:
         return 401, str(exc)
     if isinstance(exc, UnknownActionType | UserError | AOLError | CampaignError):
         return 422, redact(str(exc))
-    if isinstance(exc, OperationalError | DBAPIError):
+    if isinstance(exc, DataError | IntegrityError):
+        # The database refused a value the checks above let through: still the input.
+        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["error"])[0]
+        return 422, redact(f"the database refused the input: {first}")
+    if isinstance(exc, RecursionError):
+        return 422, "the input is nested too deeply"
+    if isinstance(exc, OperationalError | InterfaceError | DBAPIError):
         first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["error"])[0]
         log.warning("database unavailable: %s", redact(first))
         return 503, "the database is unavailable; try again shortly"
