@@ -39,8 +39,28 @@ def demo(directory: Path, timeout: float) -> None:
 
     try:
         run_demo(directory, timeout=timeout)
+        _print_console_hint(directory)
     except DemoError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         console().print("[yellow]demo interrupted; its worker and beat are stopped[/]")
         sys.exit(130)
+
+
+def _print_console_hint(directory: Path) -> None:
+    """How to see the demo's data in the console: a user for it, and `aicmo serve` with the
+    demo's settings (the demo set them in this process's environment)."""
+    import os
+    import secrets
+    import shlex
+
+    from aicmo.ops.users import add_user
+
+    password = secrets.token_urlsafe(12)
+    add_user("demo", "admin", password, by="aicmo demo")
+    names = ("AICMO_DATABASE_URL", "AICMO_BROKER_URL", "AICMO_BROKER_DIR", "AICMO_ARTIFACT_DIR")
+    settings = " ".join(f"{name}={shlex.quote(os.environ[name])}" for name in names)
+    out = console()
+    out.print("\n[bold]open the console on the demo's data[/]:")
+    out.print(f"  {settings} aicmo serve", soft_wrap=True)
+    out.print(f"  then http://127.0.0.1:8000 and log in as [bold]demo[/] / {password}")

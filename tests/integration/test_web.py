@@ -335,3 +335,21 @@ def test_serve_runs_on_the_embedded_sqlite_default(tmp_path: Path, log_dir: Path
         assert httpx.get(web.url + "/readyz").json()["checks"][0]["ok"] is True
     finally:
         web.stop()
+
+
+def test_the_grafana_dashboard_only_uses_metrics_the_service_exports(server: WebServer) -> None:
+    import re
+
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "aicmo-dashboard.json").read_text())
+    text = httpx.get(server.url + "/metrics").text
+    # Every declared metric has a HELP line, with samples or not (a labelled counter has
+    # none until something happened); a histogram's series add _bucket/_count/_sum.
+    declared = set(re.findall(r"^# HELP (\S+)", text, re.MULTILINE))
+    exported = declared | {f"{n}{s}" for n in declared for s in ("_bucket", "_count", "_sum")}
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b((?:aicmo|celery)_[a-z_]+)\b", target["expr"])
+    }
+    assert used and used <= exported, used - exported
