@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal_column, select
 
 from aicmo.db import session_scope
 from aicmo.orchestration import manager
@@ -105,6 +105,20 @@ class ActionFilter:
     campaign_id: int | None = None
 
 
+def session_dialect() -> str:
+    from aicmo.db import get_engine
+
+    return get_engine().dialect.name
+
+
+def _campaign_of_payload(dialect: str) -> Any:
+    """The payload's campaign_id, spelt exactly as the expression index of migration 0005
+    (``ix_aol_actions_campaign``), so the filter is answered from it."""
+    if dialect == "postgresql":
+        return literal_column("(payload_json ->> 'campaign_id')")
+    return literal_column("json_extract(payload_json, '$.campaign_id')")
+
+
 def list_actions(
     filters: ActionFilter | None = None,
     limit: int = 50,
@@ -127,9 +141,9 @@ def list_actions(
     if filters.key:
         query = query.where(AOLAction.idempotency_key == filters.key)
     if filters.campaign_id is not None:
-        query = query.where(
-            AOLAction.payload_json["campaign_id"].as_integer() == filters.campaign_id
-        )
+        dialect = session_dialect()
+        wanted: Any = str(filters.campaign_id) if dialect == "postgresql" else filters.campaign_id
+        query = query.where(_campaign_of_payload(dialect) == wanted)
     if before_id is not None:
         query = query.where(AOLAction.id < before_id)
     with session_scope() as session:

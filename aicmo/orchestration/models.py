@@ -89,6 +89,11 @@ class AOLAction(Base):
         # The console's and API's keyset pages (newest first) filtered by status or type.
         Index("ix_aol_actions_status_id", "status", "id"),
         Index("ix_aol_actions_type_id", "action_type", "id"),
+        # The campaign filter (aicmo.ops.actions); on SQLite migration 0005 makes the same
+        # index over json_extract (autogenerate cannot compare SQLite expression indexes).
+        Index(
+            "ix_aol_actions_campaign", text("(payload_json ->> 'campaign_id')"), "id"
+        ).ddl_if(dialect="postgresql"),
     )
 
     @property

@@ -353,3 +353,21 @@ def test_the_grafana_dashboard_only_uses_metrics_the_service_exports(server: Web
         for name in re.findall(r"\b((?:aicmo|celery)_[a-z_]+)\b", target["expr"])
     }
     assert used and used <= exported, used - exported
+
+
+def test_action_filters_by_campaign_and_key(server: WebServer, database_url: str) -> None:
+    cid, _ = drafted(database_url)
+    other, _ = drafted(database_url)
+    tick_id = support.enqueue_tick(database_url, cid)
+    support.enqueue_tick(database_url, other)
+    headers = {"Authorization": f"Bearer {_token(make_user('viewer'))}"}
+    found = httpx.get(
+        server.url + f"/api/actions?campaign={cid}", headers=headers, timeout=30
+    ).json()["actions"]
+    assert tick_id in {a["id"] for a in found}
+    assert all(a["payload"]["campaign_id"] == cid for a in found)
+    key = found[0]["idempotency_key"]
+    by_key = httpx.get(
+        server.url + "/api/actions", params={"key": key}, headers=headers, timeout=30
+    ).json()["actions"]
+    assert [a["idempotency_key"] for a in by_key] == [key]
