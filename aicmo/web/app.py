@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aicmo.ops.users import Role, User
 from aicmo.web.errors import describe
 from aicmo.web.routes import api, auth, console_actions, console_cam, health, webhooks
-from aicmo.web.security import CsrfRefused, Forbidden, NotAuthenticated
+from aicmo.web.security import CsrfRefused, Forbidden, NotAuthenticated, require
 from aicmo.web.views import HERE, render
 
 log = logging.getLogger(__name__)
+Viewer = Annotated[User, Depends(require(Role.VIEWER))]
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -33,7 +35,9 @@ SECURITY_HEADERS = {
 
 def _wants_json(request: Request) -> bool:
     path = request.url.path
-    return path.startswith(("/api/", "/webhooks/", "/metrics", "/readyz", "/healthz")) or (
+    return path.startswith(
+        ("/api/", "/webhooks/", "/metrics", "/readyz", "/healthz", "/openapi")
+    ) or (
         "application/json" in request.headers.get("accept", "")
         and "text/html" not in request.headers.get("accept", "")
     )
@@ -57,6 +61,7 @@ def create_app() -> FastAPI:
         # Swagger UI and ReDoc load their scripts from a CDN: /docs is rendered here instead.
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served below, to logged-in users only
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for router in (
@@ -69,8 +74,12 @@ def create_app() -> FastAPI:
     ):
         app.include_router(router)
 
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(user: Viewer) -> Response:
+        return JSONResponse(app.openapi())
+
     @app.get("/docs", include_in_schema=False)
-    async def docs(request: Request) -> Response:
+    async def docs(request: Request, user: Viewer) -> Response:
         """The OpenAPI document (/openapi.json) as a page: every operation, no script."""
         spec = app.openapi()
         operations = [
@@ -78,7 +87,7 @@ def create_app() -> FastAPI:
             for path, methods in spec.get("paths", {}).items()
             for method, operation in methods.items()
         ]
-        return render(request, "docs.html", None, spec=spec, operations=operations)
+        return render(request, "docs.html", user, spec=spec, operations=operations)
 
     @app.exception_handler(NotAuthenticated)
     async def not_authenticated(request: Request, exc: NotAuthenticated) -> Response:

@@ -72,12 +72,15 @@ def test_only_health_metrics_and_webhooks_answer_without_a_login(server: WebServ
     ready = client.get("/readyz")
     assert {c["name"] for c in ready.json()["checks"]} == {"database", "broker", "beat"}
     assert client.get("/metrics").status_code == 200
-    for path in ("/", "/review", "/actions", "/actions/1", "/dlq", "/campaigns", "/campaigns/1"):
+    pages = ("/", "/review", "/actions", "/actions/1", "/dlq", "/campaigns", "/campaigns/1")
+    pages += ("/docs",)
+    for path in pages:
         answer = client.get(path)
         assert answer.status_code == 303 and answer.headers["location"].startswith("/login"), path
     for path in ("/api/actions", "/api/stats", "/api/messages", "/api/campaigns", "/api/overview"):
         assert client.get(path).status_code == 401, path
     assert client.post("/api/dlq/replay", json={}).status_code == 401
+    assert client.get("/openapi.json").status_code == 401
     assert (
         client.get("/api/stats", headers={"Authorization": "Bearer aicmo_nope"}).status_code == 401
     )

@@ -32,7 +32,8 @@ def back(path: str, message: str) -> RedirectResponse:
 @router.get("/")
 async def overview(request: Request, user: Viewer) -> Response:
     data = await run_in_threadpool(stats_ops.overview)
-    return render(request, "overview.html", user, data=data, statuses=STATUS_NAMES)
+    statuses = [s.value for s in stats_ops.OVERVIEW_STATUSES]
+    return render(request, "overview.html", user, data=data, statuses=statuses)
 
 
 @router.get("/actions")
