@@ -28,7 +28,7 @@ def describe(exc: BaseException) -> tuple[int, str]:
     from aicmo.ops.users import LoginRefused, UserError
 
     status = getattr(exc, "status_code", None)
-    if isinstance(exc, CampaignError) and isinstance(status, int) and 400 <= status < 600:
+    if isinstance(status, int) and 400 <= status < 500:
         return status, redact(str(exc))  # the webhook errors carry their own status
     if isinstance(exc, ActionNotFound | CampaignNotFound | MessageNotFound):
         return 404, redact(str(exc))

@@ -1,5 +1,6 @@
 """``make bench-web`` (also run by ``make bench``): every console page and API list against
-a table of 1,000,000 actions (and as many execution-log rows), through a real `aicmo serve`
+a table of 1,000,000 actions (and as many execution-log rows) and 100,000 leads with a
+message each (half of them drafts waiting for review), through a real `aicmo serve`
 on PostgreSQL. Target: each answers in under 200 ms on this machine.
 
 Not a timed test: it prints a table (median and p95 of ``--reps`` requests per URL, after a
@@ -74,6 +75,21 @@ def fill(dsn: str, n: int) -> None:
             " 'UTC', 60, 50, 100, false, '[\"email\"]', true,"
             ' \'[{"subject": "Hi", "body": "Hello", "wait_minutes": 0}]\', 3, now(), now())'
         )
+        # 100,000 leads, each with a drafted message: half still DRAFT, for the review queue.
+        conn.execute(
+            "INSERT INTO cam_leads (campaign_id, identity_hash, email, first_name, attributes,"
+            " source, status, consent, requires_human_review, step, created_at_utc,"
+            " updated_at_utc) SELECT 1, md5(g::text) || md5(g::text), 'p' || g || '@example.com',"
+            " 'Ada' || g, '{}', 'bench', 'CONTACTED', 'CONSENTED', false, 1, now(), now()"
+            " FROM generate_series(1, 100000) AS g"
+        )
+        conn.execute(
+            "INSERT INTO cam_outreach_messages (campaign_id, lead_id, step, channel, subject,"
+            " body, generated_by, publish_status, created_at_utc, updated_at_utc)"
+            " SELECT 1, id, 1, 'email', 'Hello ' || first_name, 'Hi ' || first_name || ', ...',"
+            " 'template', CASE WHEN id % 2 = 0 THEN 'DRAFT' ELSE 'PUBLISHED' END, now(), now()"
+            " FROM cam_leads"
+        )
         conn.execute("VACUUM ANALYZE")
         print(f"  filled {n:,} actions and their log in {time.monotonic() - started:.0f}s")
 
@@ -129,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         pages = [
             "/",
             "/review",
+            "/review?campaign=1",
+            "/review?campaign=1&offset=20000",
             "/actions",
             "/actions?status=DLQ",
             "/actions?status=PENDING",
@@ -149,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             "/api/actions?status=DLQ",
             f"/api/actions?type=POST_SOCIAL&before={deep}",
             "/api/messages",
+            "/api/messages?campaign=1&status=DRAFT",
             "/api/campaigns",
             "/api/stats",
             "/api/overview",

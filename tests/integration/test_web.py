@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -166,6 +167,14 @@ def test_approving_in_the_console_queues_the_publish_as_the_cli_does(
         assert action_id is not None
         assert book.action(action_id).idempotency_key == f"cam_publish:{message_id}"
         book.wait_status(action_id, "SUCCESS", timeout=60)
+    # The publish's page links its proof artifact (the .eml), served as plain text.
+    page = browser.get(f"/actions/{action_id}").text
+    link = re.search(r'href="(/actions/\d+/artifacts/\d+)"', page)
+    assert link, page
+    artifact = browser.get(link.group(1))
+    assert artifact.status_code == 200 and artifact.headers["content-type"].startswith("text/plain")
+    assert "Subject:" in artifact.text
+    assert browser.get(f"/actions/{action_id}/artifacts/999999999").status_code == 404
     # The CLI reads the same rows and gives the same answers as the API.
     token = _token(name)
     api = httpx.get(
@@ -341,8 +350,6 @@ def test_serve_runs_on_the_embedded_sqlite_default(tmp_path: Path, log_dir: Path
 
 
 def test_the_grafana_dashboard_only_uses_metrics_the_service_exports(server: WebServer) -> None:
-    import re
-
     dashboard = json.loads((ROOT / "docs" / "grafana" / "aicmo-dashboard.json").read_text())
     text = httpx.get(server.url + "/metrics").text
     # Every declared metric has a HELP line, with samples or not (a labelled counter has
