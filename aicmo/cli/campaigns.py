@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from aicmo.cli.base import console, echo_json, json_option, main, read_payload
+from aicmo.cli.base import console, echo_json, json_option, main, operator_name, read_payload
 from aicmo.ops import campaigns as ops
 from aicmo.ops import review as review_ops
 
@@ -121,7 +121,7 @@ def campaigns_show(campaign_id: int, as_json: bool) -> None:
 
 
 def _campaign_transition(campaign_id: int, verb: str, as_json: bool) -> None:
-    row = ops.transition(campaign_id, verb)
+    row = ops.transition(campaign_id, verb, operator_name())
     if as_json:
         echo_json(row)
         return
@@ -158,7 +158,7 @@ def campaigns_resume(campaign_id: int, as_json: bool) -> None:
 @json_option
 def campaigns_kill(campaign_id: int, off: bool, as_json: bool) -> None:
     """The emergency stop: no tick drafts and no publish sends while it is on."""
-    row = ops.set_kill_switch(campaign_id, not off)
+    row = ops.set_kill_switch(campaign_id, not off, operator_name())
     if as_json:
         echo_json(row)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any
 
@@ -11,6 +12,18 @@ from aicmo.db import session_scope, utcnow
 from aicmo.ops.actions import iso
 
 CAMPAIGN_STATUSES = ("DRAFT", "ACTIVE", "PAUSED", "STOPPED")
+log = logging.getLogger(__name__)
+
+
+def _record(campaign_id: int, change: str, by: str | None) -> None:
+    # cam_campaigns has no "changed by" column: the log line is the record of who did it.
+    log.warning(
+        "campaign %s: %s by %s",
+        campaign_id,
+        change,
+        by or "unknown",
+        extra={"campaign_id": campaign_id, "event": "CAMPAIGN_" + change.upper(), "by": by},
+    )
 
 
 def campaign_dict(campaign: Any) -> dict[str, Any]:
@@ -52,7 +65,7 @@ def list_campaigns(status: str | None = None) -> list[dict[str, Any]]:
         ]
 
 
-def transition(campaign_id: int, verb: str) -> dict[str, Any]:
+def transition(campaign_id: int, verb: str, by: str | None = None) -> dict[str, Any]:
     """``activate``, ``pause``, ``resume`` (kill switch off and ACTIVE again) or ``stop``."""
     from aicmo.cam import campaigns as cam
 
@@ -63,14 +76,18 @@ def transition(campaign_id: int, verb: str) -> dict[str, Any]:
         "stop": cam.stop,
     }[verb]
     with session_scope() as session:
-        return campaign_dict(change(session, campaign_id))
+        row = campaign_dict(change(session, campaign_id))
+    _record(campaign_id, verb, by)
+    return row
 
 
-def set_kill_switch(campaign_id: int, on: bool) -> dict[str, Any]:
+def set_kill_switch(campaign_id: int, on: bool, by: str | None = None) -> dict[str, Any]:
     from aicmo.cam import campaigns as cam
 
     with session_scope() as session:
-        return campaign_dict(cam.set_kill_switch(session, campaign_id, on))
+        row = campaign_dict(cam.set_kill_switch(session, campaign_id, on))
+    _record(campaign_id, "kill" if on else "unkill", by)
+    return row
 
 
 def tick(campaign_id: int) -> dict[str, Any]:

@@ -91,9 +91,9 @@ class AOLAction(Base):
         Index("ix_aol_actions_type_id", "action_type", "id"),
         # The campaign filter (aicmo.ops.actions); on SQLite migration 0005 makes the same
         # index over json_extract (autogenerate cannot compare SQLite expression indexes).
-        Index(
-            "ix_aol_actions_campaign", text("(payload_json ->> 'campaign_id')"), "id"
-        ).ddl_if(dialect="postgresql"),
+        Index("ix_aol_actions_campaign", text("(payload_json ->> 'campaign_id')"), "id").ddl_if(
+            dialect="postgresql"
+        ),
     )
 
     @property

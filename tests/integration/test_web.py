@@ -94,6 +94,9 @@ def test_session_cookie_is_signed_http_only_and_same_site(server: WebServer) -> 
     cookie = answer.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie
     assert browser.get("/").status_code == 200
+    # Behind the TLS proxy (a trusted X-Forwarded-Proto), the cookie is Secure.
+    secure = httpx.get(server.url + "/login", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" in secure.headers["set-cookie"]
     # A cookie whose signature does not match is no session.
     forged = httpx.Client(base_url=server.url, cookies={"aicmo_session": "eyJ1aWQiOjF9.x.y"})
     assert forged.get("/").status_code == 303

@@ -129,8 +129,10 @@ async def change_campaign(
     campaign_id: int, verb: Literal["activate", "pause", "resume", "kill", "unkill"], user: Operator
 ) -> dict[str, Any]:
     if verb in ("kill", "unkill"):
-        return await run_in_threadpool(campaigns_ops.set_kill_switch, campaign_id, verb == "kill")
-    return await run_in_threadpool(campaigns_ops.transition, campaign_id, verb)
+        return await run_in_threadpool(
+            campaigns_ops.set_kill_switch, campaign_id, verb == "kill", user.actor
+        )
+    return await run_in_threadpool(campaigns_ops.transition, campaign_id, verb, user.actor)
 
 
 @router.post("/pause")

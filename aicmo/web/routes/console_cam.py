@@ -92,7 +92,9 @@ async def change_campaign(
     user: Operator,
 ) -> Response:
     if verb in ("kill", "unkill"):
-        await run_in_threadpool(campaigns_ops.set_kill_switch, campaign_id, verb == "kill")
+        await run_in_threadpool(
+            campaigns_ops.set_kill_switch, campaign_id, verb == "kill", user.actor
+        )
     else:
-        await run_in_threadpool(campaigns_ops.transition, campaign_id, verb)
+        await run_in_threadpool(campaigns_ops.transition, campaign_id, verb, user.actor)
     return back(f"/campaigns/{campaign_id}", f"campaign {campaign_id}: {verb} by {user.name}")
