@@ -384,3 +384,48 @@ def test_action_filters_by_campaign_and_key(server: WebServer, database_url: str
         server.url + "/api/actions", params={"key": key}, headers=headers, timeout=30
     ).json()["actions"]
     assert [a["idempotency_key"] for a in by_key] == [key]
+
+
+def test_a_disabled_user_is_out_at_once(server: WebServer) -> None:
+    name = make_user("operator")
+    browser = Browser(server)
+    browser.login(name)
+    assert browser.get("/").status_code == 200
+    token = _token(name)
+    disabled = subprocess.run(
+        [sys.executable, "-m", "aicmo.cli", "users", "set", name, "--disable", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(disabled.stdout)["disabled"] is True
+    assert browser.get("/").status_code == 303  # the session no longer counts
+    refused = httpx.get(server.url + "/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 401
+    assert Browser(server).login(name).status_code == 401
+
+
+def test_overview_answers_like_the_cli_stats(
+    server: WebServer, database_url: str, book: Book, shared_worker: CeleryProcess
+) -> None:
+    ids = [enqueue(database_url, "T_NOOP", {"n": n}) for n in range(2)]
+    dead = enqueue(database_url, "T_ALWAYS_FAIL", {"tag": "overview"})
+    book.wait_all(ids, "SUCCESS")
+    book.wait_status(dead, "DLQ", timeout=60)
+    headers = {"Authorization": f"Bearer {_token(make_user('viewer'))}"}
+    overview = httpx.get(server.url + "/api/overview", headers=headers, timeout=30).json()
+    cli = subprocess.run(
+        [sys.executable, "-m", "aicmo.cli", "stats", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stats = json.loads(cli.stdout)
+    for status, n in overview["by_status"].items():
+        assert stats["by_status"][status] == n, status
+    assert overview["dlq_size"] == stats["dlq_size"] == 1
+    assert overview["finished_last_hour"] == {"SUCCEEDED": 2, "DEAD_LETTERED": 1}
+    assert overview["workers_seen_last_hour"]
+    assert httpx.get(server.url + "/api/doctor", headers=headers).status_code == 403

@@ -36,6 +36,24 @@ async def overview(request: Request, user: Viewer) -> Response:
     return render(request, "overview.html", user, data=data, statuses=statuses)
 
 
+@router.get("/doctor")
+async def doctor_page(request: Request, user: Operator) -> Response:
+    """The slot for `aicmo doctor` (aicmo/ops/doctor.py): wired by the lead at merge."""
+    from aicmo.web import doctor_slot
+
+    found = await run_in_threadpool(doctor_slot.report)
+    if found is None:
+        return render(
+            request,
+            "error.html",
+            user,
+            status_code=501,
+            status=501,
+            message="aicmo doctor is not wired into the console yet",
+        )
+    return render(request, "doctor.html", user, report=found)
+
+
 @router.get("/actions")
 async def actions_page(
     request: Request,
