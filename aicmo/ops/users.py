@@ -95,6 +95,8 @@ class User:
     id: int
     name: str
     role: Role
+    # Changes with the password: a session made before a password change stops counting.
+    session_version: str = ""
 
     def allows(self, needed: Role) -> bool:
         return self.role.allows(needed)
@@ -111,7 +113,8 @@ _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 
 def _user(row: WebUser) -> User:
-    return User(row.id, row.name, Role(row.role))
+    version = hashlib.sha256(row.password_hash.encode()).hexdigest()[:16]
+    return User(row.id, row.name, Role(row.role), version)
 
 
 def user_dict(row: WebUser) -> dict[str, Any]:

@@ -85,6 +85,7 @@ def _serializer() -> URLSafeTimedSerializer:
 class WebSession:
     csrf: str
     user_id: int | None = None
+    version: str = ""  # the user's session_version at login
     changed: bool = False
 
 
@@ -98,8 +99,12 @@ def read_session(request: Request) -> WebSession:
         try:
             data = _serializer().loads(raw, max_age=get_settings().web_session_max_age_seconds)
             if isinstance(data, dict) and isinstance(data.get("csrf"), str):
-                uid = data.get("uid")
-                found = WebSession(csrf=data["csrf"], user_id=uid if isinstance(uid, int) else None)
+                uid, version = data.get("uid"), data.get("v")
+                found = WebSession(
+                    csrf=data["csrf"],
+                    user_id=uid if isinstance(uid, int) else None,
+                    version=version if isinstance(version, str) else "",
+                )
         except (BadSignature, ValueError, TypeError):
             found = None
     if found is None:
@@ -111,7 +116,12 @@ def read_session(request: Request) -> WebSession:
 def start_session(request: Request, user: User) -> WebSession:
     """A fresh session (new CSRF token) for a user who just logged in: never reuse the
     anonymous one (session fixation)."""
-    session = WebSession(csrf=secrets.token_urlsafe(32), user_id=user.id, changed=True)
+    session = WebSession(
+        csrf=secrets.token_urlsafe(32),
+        user_id=user.id,
+        version=user.session_version,
+        changed=True,
+    )
     request.state.web_session = session
     return session
 
@@ -129,7 +139,9 @@ def write_session_cookie(request: Request, response: Any) -> None:
     session = getattr(request.state, "web_session", None)
     if not isinstance(session, WebSession) or not session.changed:
         return
-    value = _serializer().dumps({"uid": session.user_id, "csrf": session.csrf})
+    value = _serializer().dumps(
+        {"uid": session.user_id, "v": session.version, "csrf": session.csrf}
+    )
     response.set_cookie(
         SESSION_COOKIE,
         value,
@@ -177,7 +189,7 @@ async def current_user(request: Request) -> User:
     if session.user_id is None:
         raise NotAuthenticated()
     found = active_user(session.user_id)
-    if found is None:
+    if found is None or not hmac.compare_digest(found.session_version, session.version):
         end_session(request)
         raise NotAuthenticated()
     if request.method not in SAFE_METHODS:

@@ -429,3 +429,15 @@ def test_overview_answers_like_the_cli_stats(
     assert overview["finished_last_hour"] == {"SUCCEEDED": 2, "DEAD_LETTERED": 1}
     assert overview["workers_seen_last_hour"]
     assert httpx.get(server.url + "/api/doctor", headers=headers).status_code == 403
+
+
+def test_a_password_change_ends_the_sessions_made_before(server: WebServer) -> None:
+    from aicmo.ops.users import update_user
+
+    name = make_user("viewer")
+    browser = Browser(server)
+    browser.login(name)
+    assert browser.get("/").status_code == 200
+    update_user(name, password="another long password")
+    assert browser.get("/").status_code == 303
+    assert Browser(server).login(name, "another long password").status_code == 303
