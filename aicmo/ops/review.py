@@ -89,28 +89,44 @@ def import_leads(file: Path, campaign_id: int, source: str) -> dict[str, Any]:
 
 
 def review_queue(
-    campaign_id: int | None = None, limit: int = 100, offset: int = 0
+    campaign_id: int | None = None, limit: int = 100, after_id: int | None = None
 ) -> list[dict[str, Any]]:
-    """The drafts waiting for a person, each with where it will go (the lead's address on
-    the message's channel), for the console's review queue."""
+    """The drafts waiting for a person, oldest first, ``limit`` of them after ``after_id``
+    (keyset pages: a page costs the same however deep), each with where it will go (the
+    lead's address on the message's channel)."""
     from sqlalchemy import select
 
-    from aicmo.cam.models import Lead
+    from aicmo.cam.models import Lead, OutreachMessage, PublishStatus
 
-    rows = list_messages(campaign_id, "DRAFT", limit=limit, offset=offset)
-    lead_ids = {r["lead_id"] for r in rows}
-    contacts: dict[int, Lead] = {}
-    if lead_ids:
-        with session_scope() as session:
-            contacts = {
-                lead.id: lead for lead in session.scalars(select(Lead).where(Lead.id.in_(lead_ids)))
+    query = (
+        select(OutreachMessage, Lead)
+        .join(Lead, Lead.id == OutreachMessage.lead_id)
+        .where(OutreachMessage.publish_status == PublishStatus.DRAFT)
+        .order_by(OutreachMessage.id)
+        .limit(max(1, min(limit, 1000)))
+    )
+    if campaign_id is not None:
+        query = query.where(OutreachMessage.campaign_id == campaign_id)
+    if after_id is not None:
+        query = query.where(OutreachMessage.id > after_id)
+    rows = []
+    with session_scope() as session:
+        for m, lead in session.execute(query):
+            row = {
+                "id": m.id,
+                "campaign_id": m.campaign_id,
+                "lead_id": m.lead_id,
+                "lead": lead.display_name,
+                "step": m.step,
+                "channel": m.channel,
+                "subject": m.subject,
+                "body": m.body,
+                "publish_status": m.publish_status,
+                "generated_by": m.generated_by,
+                "created_at_utc": iso(m.created_at_utc),
             }
-    for row in rows:
-        lead = contacts.get(row["lead_id"])
-        address = None
-        if lead is not None:
-            address = {"email": lead.email, "linkedin": lead.linkedin_url}.get(
-                row["channel"], lead.email or lead.linkedin_url or lead.phone
+            row["address"] = {"email": lead.email, "linkedin": lead.linkedin_url}.get(
+                m.channel, lead.email or lead.linkedin_url or lead.phone
             )
-        row["address"] = address
+            rows.append(row)
     return rows

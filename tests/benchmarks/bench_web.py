@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "/",
             "/review",
             "/review?campaign=1",
-            "/review?campaign=1&offset=20000",
+            "/review?campaign=1&after=40000",
             "/actions",
             "/actions?status=DLQ",
             "/actions?status=PENDING",

@@ -441,3 +441,13 @@ def test_a_password_change_ends_the_sessions_made_before(server: WebServer) -> N
     update_user(name, password="another long password")
     assert browser.get("/").status_code == 303
     assert Browser(server).login(name, "another long password").status_code == 303
+
+
+def test_review_queue_pages_by_key(database_url: str) -> None:
+    from aicmo.ops.review import review_queue
+
+    cid, ids = drafted(database_url, n=5)
+    first = review_queue(cid, limit=2)
+    rest = review_queue(cid, limit=10, after_id=first[-1]["id"])
+    assert [m["id"] for m in first + rest] == sorted(ids)
+    assert all(m["address"].endswith(".com") for m in first + rest)

@@ -27,9 +27,9 @@ async def review_page(
     request: Request,
     user: Viewer,
     campaign: Annotated[int | None, Query(gt=0)] = None,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    after: Annotated[int | None, Query(gt=0)] = None,
 ) -> Response:
-    drafts = await run_in_threadpool(review_ops.review_queue, campaign, REVIEW_PAGE, offset)
+    drafts = await run_in_threadpool(review_ops.review_queue, campaign, REVIEW_PAGE, after)
     campaigns = {c["id"]: c for c in await run_in_threadpool(campaigns_ops.list_campaigns)}
     grouped: dict[int, list[dict[str, object]]] = {}
     for message in drafts:
@@ -41,9 +41,7 @@ async def review_page(
         grouped=grouped,
         campaigns=campaigns,
         campaign=campaign,
-        more=len(drafts) == REVIEW_PAGE,
-        offset=offset,
-        page=REVIEW_PAGE,
+        next_after=drafts[-1]["id"] if len(drafts) == REVIEW_PAGE else None,
     )
 
 
