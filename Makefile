@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install services demo test test-fast lint bench chaos migrate worker beat flower up down clean
+.PHONY: help install services demo test test-fast lint bench bench-web chaos migrate worker beat flower serve up down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -42,8 +42,12 @@ lint: $(INSTALLED)  ## ruff and mypy
 	$(BIN)/ruff format --check aicmo tasks migrations beat_schedule.py
 	$(BIN)/mypy
 
-bench:  ## benchmarks against plain Celery (writes BENCHMARKS.md)
+bench:  ## benchmarks against plain Celery (writes BENCHMARKS.md), then bench-web
 	$(PY) -m tests.benchmarks $(BENCH_ARGS)
+	$(PY) -m tests.benchmarks.bench_web
+
+bench-web:  ## console pages and API lists on 1,000,000 actions (writes BENCHMARKS-web.md)
+	$(PY) -m tests.benchmarks.bench_web
 
 chaos:  ## the fault-injection suite
 	$(BIN)/pytest tests/chaos $(PYTEST_ARGS)
@@ -59,6 +63,9 @@ beat:  ## Celery beat (sweeper, campaign ticks, daily metrics)
 
 flower:  ## Flower on http://localhost:5555
 	$(BIN)/celery -A tasks flower --port=5555
+
+serve:  ## the web service: console, JSON API, lead webhooks, /metrics on http://127.0.0.1:8000
+	$(BIN)/aicmo serve
 
 up:  ## the production-shaped stack in Docker (redis, postgres, worker, beat, flower)
 	docker compose up -d --build

@@ -304,6 +304,44 @@ class Settings(BaseSettings):
             )
         return self
 
+    # -- the web service (`aicmo serve`: webhooks, console, JSON API, /metrics) ----------
+    web_host: str = Field(default="127.0.0.1", description="Address `aicmo serve` binds.")
+    web_port: int = Field(default=8000, ge=1, le=65535, description="Port `aicmo serve` binds.")
+    web_secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs session cookies (every web process must share it); "
+        "unset: a random key kept in AICMO_WEB_SECRET_FILE.",
+    )
+    web_secret_file: Path = Field(
+        default=Path("var/web-secret.key"),
+        description="Where the generated session key is kept (mode 0600) when none is set.",
+    )
+    web_session_max_age_seconds: int = Field(
+        default=12 * 3600, gt=0, description="A console session lasts this long."
+    )
+    web_secure_cookies: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Mark cookies Secure: auto = when the request came over https (set "
+        "AICMO_WEB_FORWARDED_ALLOW_IPS to the TLS proxy so its X-Forwarded-Proto counts).",
+    )
+    web_forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies whose X-Forwarded-For/-Proto headers uvicorn trusts.",
+    )
+    web_metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics needs `Authorization: Bearer <token>`.",
+    )
+    web_login_max_failures: int = Field(
+        default=5, ge=1, description="Failed logins in a row before a user is locked out."
+    )
+    web_login_lockout_seconds: float = Field(
+        default=60.0, gt=0, description="How long a lockout lasts (doubles each time, to 1 h)."
+    )
+    web_login_attempts_per_minute: int = Field(
+        default=20, ge=1, description="Login attempts one client address may make per minute."
+    )
+
     # -- campaigns -------------------------------------------------------------------------
     cam_tick_lease_seconds: float = Field(
         default=330.0,

@@ -10,6 +10,7 @@ from aicmo.cam.models import (
 )
 from aicmo.db import Base
 from aicmo.gateways.accounts import SocialAccount
+from aicmo.ops.users import WebApiToken, WebUser
 from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
 
 metadata = Base.metadata
@@ -25,5 +26,7 @@ __all__ = [
     "OutreachMessage",
     "SocialAccount",
     "Suppression",
+    "WebApiToken",
+    "WebUser",
     "metadata",
 ]

@@ -1,1 +1,1 @@
-"""Operations shared by every face (CLI, web): no Celery, no HTTP, no terminal."""
+"""Operations shared by every face (CLI, console, JSON API): no Celery, HTTP or terminal."""

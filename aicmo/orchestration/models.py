@@ -153,6 +153,14 @@ class AOLAction(Base):
         # purge of old finished actions
         Index("ix_aol_actions_finished", "finished_at_utc", **_partial(_TERMINAL)),
         Index("ix_aol_actions_status_type", "status", "action_type"),
+        # The console's and API's keyset pages (newest first) filtered by status or type.
+        Index("ix_aol_actions_status_id", "status", "id"),
+        Index("ix_aol_actions_type_id", "action_type", "id"),
+        # The campaign filter (aicmo.ops.actions); on SQLite migration 0005 makes the same
+        # index over json_extract (autogenerate cannot compare SQLite expression indexes).
+        Index("ix_aol_actions_campaign", text("(payload_json ->> 'campaign_id')"), "id").ddl_if(
+            dialect="postgresql"
+        ),
     )
 
     @validates("payload_json")

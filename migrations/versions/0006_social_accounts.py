@@ -1,7 +1,7 @@
 """Social accounts: social_accounts (credentials encrypted at rest)
 
 Revision ID: 0006_social_accounts
-Revises: 0004_original_log_columns
+Revises: 0005_web
 Create Date: 2026-12-01
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 import aicmo.db
 
 revision: str = "0006_social_accounts"
-down_revision: str | None = "0004_original_log_columns"
+down_revision: str | None = "0005_web"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

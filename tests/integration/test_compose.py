@@ -25,7 +25,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 MAKEFILE = ROOT / "Makefile"
 DOCKERFILE = ROOT / "Dockerfile"
-AICMO_SERVICES = ("migrate", "worker", "beat", "flower")
+AICMO_SERVICES = ("migrate", "worker", "beat", "flower", "web")
 VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
 
 
@@ -125,7 +125,7 @@ def test_aicmo_services_wait_for_the_migration_and_healthy_services(
     services: dict[str, Any],
 ) -> None:
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("worker", "beat", "flower"):
+    for name in ("worker", "beat", "flower", "web"):
         assert services[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "redis": {"condition": "service_healthy"},
@@ -148,6 +148,9 @@ def test_commands_match_the_makefile(services: dict[str, Any]) -> None:
             == make_recipe(name)[:4]
             == ["celery", "-A", "tasks", name]
         )
+    assert services["web"]["command"][:2] == make_recipe("serve")[:2] == ["aicmo", "serve"]
+    assert services["web"]["ports"][0].startswith("127.0.0.1:")
+    assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
     assert make_recipe("up")[:3] == ["docker", "compose", "up"]
     assert make_recipe("down")[:3] == ["docker", "compose", "down"]
     # Flower listens on the Makefile's port inside the container, published on localhost only.

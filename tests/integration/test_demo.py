@@ -88,6 +88,9 @@ def test_demo_runs_the_whole_flow_on_the_embedded_default(tmp_path: Path) -> Non
         "artifacts written",
         "demo finished in",
         f"artifacts:  {folder / 'artifacts'}",
+        "open the console on the demo's data",
+        "aicmo serve",
+        "log in as demo / ",
     ):
         assert line in output, (line, output)
     assert "Traceback" not in output

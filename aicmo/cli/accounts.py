@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from aicmo.cli.base import main
 from aicmo.ops import accounts as ops
 
 
@@ -28,7 +29,7 @@ def _config(values: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
-@click.group()
+@main.group()
 def accounts() -> None:
     """Social accounts the native gateways post with (credentials encrypted at rest)."""
 

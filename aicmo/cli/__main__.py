@@ -1,0 +1,3 @@
+from aicmo.cli import main
+
+main()
