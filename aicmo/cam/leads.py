@@ -103,10 +103,27 @@ def identity_hash(
 # -- one lead, validated -------------------------------------------------------------------
 
 
+# Control characters (newlines, tabs, NUL, the Unicode line separators) in a name would end
+# up in a Subject header, where they are a header injection that no message can be built
+# with: a run of them becomes one space at capture.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def clean_text(value: str) -> str:
+    """``value`` with every run of control characters replaced by one space, stripped."""
+    return _CONTROL.sub(" ", value).strip()
+
+
 def _blank_to_none(value: object) -> object:
     if isinstance(value, str):
         value = value.strip()
         return value or None
+    return value
+
+
+def _clean_to_none(value: object) -> object:
+    if isinstance(value, str):
+        return clean_text(value) or None
     return value
 
 
@@ -115,10 +132,10 @@ def _upper(value: object) -> object:
 
 
 Text100 = Annotated[
-    Annotated[str, StringConstraints(max_length=100)] | None, BeforeValidator(_blank_to_none)
+    Annotated[str, StringConstraints(max_length=100)] | None, BeforeValidator(_clean_to_none)
 ]
 Text200 = Annotated[
-    Annotated[str, StringConstraints(max_length=200)] | None, BeforeValidator(_blank_to_none)
+    Annotated[str, StringConstraints(max_length=200)] | None, BeforeValidator(_clean_to_none)
 ]
 
 

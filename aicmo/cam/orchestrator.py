@@ -60,7 +60,8 @@ from aicmo.cam.models import (
     PublishStatus,
     RunStatus,
 )
-from aicmo.cam.publishing import queue_approved, reconcile_failed_publishes, remaining_today
+from aicmo.cam.publishing import queue_approved, remaining_today
+from aicmo.cam.reconcile import reconcile_campaign
 from aicmo.cam.suppressions import lead_not_suppressed
 from aicmo.config import get_settings
 from aicmo.db import rowcount, utcnow
@@ -434,7 +435,8 @@ def _work(
     if stop:
         result.outcome, result.reason = "stopped", stop
         return result
-    result.publishes_failed = reconcile_failed_publishes(session, campaign.id, now)
+    repaired = reconcile_campaign(session, campaign.id, now, queue=False)
+    result.publishes_failed = sum(1 for r in repaired if r.done.startswith("marked FAILED"))
     result.leads_lost = close_exhausted(session, campaign, now)
 
     steps = [StepSpec.model_validate(step) for step in campaign.steps[: campaign.step_count]]
