@@ -26,8 +26,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from aicmo.cam.campaigns import get_campaign
@@ -61,7 +62,9 @@ class Stranded:
     subject_id: int
     campaign_id: int
     detail: str
-    # For a message: its action's status ("MISSING" when the row is gone) and last error.
+    # The action it points at (a message's publish, a lease's tick), that action's status
+    # ("MISSING" when the row is gone) and last error.
+    action_id: int | None = None
     action_status: str | None = None
     action_error: str | None = None
 
@@ -109,6 +112,7 @@ def find_stranded_messages(
                 message_id,
                 cid,
                 detail,
+                action_id=action_id,
                 action_status=status or "MISSING",
                 action_error=error,
             )
@@ -143,7 +147,9 @@ def find_orphan_leases(
             detail = f"its tick action {action_id} is {status or 'gone'}"
         else:
             continue
-        found.append(Stranded(ORPHAN_LEASE, run_id, cid, detail, action_status=status))
+        found.append(
+            Stranded(ORPHAN_LEASE, run_id, cid, detail, action_id=action_id, action_status=status)
+        )
     return found
 
 
@@ -155,16 +161,24 @@ def census(session: Session, now: datetime | None = None) -> list[Stranded]:
 # -- repairs -------------------------------------------------------------------------------
 
 
+def _still_stranded(item: Stranded) -> Any:
+    """The condition the message was found under: QUEUED by the same (ended) action."""
+    return and_(
+        OutreachMessage.id == item.subject_id,
+        OutreachMessage.publish_status == PublishStatus.QUEUED,
+        OutreachMessage.publish_action_id.is_(None)
+        if item.action_id is None
+        else OutreachMessage.publish_action_id == item.action_id,
+    )
+
+
 def _hand_back(session: Session, item: Stranded, now: datetime) -> bool:
     """QUEUED -> APPROVED, keeping the old action's id so the re-queue gets a fresh key."""
     return (
         rowcount(
             session.execute(
                 update(OutreachMessage)
-                .where(
-                    OutreachMessage.id == item.subject_id,
-                    OutreachMessage.publish_status == PublishStatus.QUEUED,
-                )
+                .where(_still_stranded(item))
                 .values(
                     publish_status=PublishStatus.APPROVED,
                     queued_at_utc=None,
@@ -183,10 +197,7 @@ def _fail(session: Session, item: Stranded, now: datetime) -> bool:
         rowcount(
             session.execute(
                 update(OutreachMessage)
-                .where(
-                    OutreachMessage.id == item.subject_id,
-                    OutreachMessage.publish_status == PublishStatus.QUEUED,
-                )
+                .where(_still_stranded(item))
                 .values(
                     publish_status=PublishStatus.FAILED,
                     error=item.action_error or f"publish action {item.action_status}",
@@ -220,7 +231,15 @@ def _release_lease(session: Session, item: Stranded, now: datetime) -> str | Non
         session.execute(
             update(OrchestratorRun)
             .where(
-                OrchestratorRun.id == item.subject_id, OrchestratorRun.status == RunStatus.RUNNING
+                OrchestratorRun.id == item.subject_id,
+                OrchestratorRun.status == RunStatus.RUNNING,
+                # Taken over meanwhile (same row, new holder and expiry): live, leave it.
+                or_(
+                    OrchestratorRun.lease_expires_at_utc < now,
+                    OrchestratorRun.action_id == item.action_id
+                    if item.action_id is not None
+                    else false(),
+                ),
             )
             .values(
                 status=RunStatus.FAILED,
