@@ -10,6 +10,7 @@ action run by a worker) picks the behaviour per request:
 ``@@empty@@``  200 with an empty completion                           an idempotency key, then OK
 ``@@limited:N@@``  429 with ``Retry-After: 1`` on the first N tries of a key, then OK
 ``@@usage:N@@``    a completion whose usage is N prompt tokens and 0 completion tokens
+``@@slow:S@@``     the normal answer, after S seconds
 no directive: 200 (``/chat/completions``: a completion with usage; else ``{"id": "post-N"}``).
 """
 
@@ -108,6 +109,8 @@ class FakeHTTPServer:
         if verb == "hang":
             self.stopping.wait(120)
             return
+        if verb == "slow":  # answer normally, after this many seconds
+            self.stopping.wait(float(arg or b"1"))
         if verb == "429":
             seconds = arg.decode() if arg else "1"
             return _send(
