@@ -182,22 +182,27 @@ def _send(ctx: ActionContext, job: publishing.PublishJob) -> SendResult:
 def campaign_fetch_metrics(
     ctx: ActionContext, payload: CampaignFetchMetricsPayload
 ) -> dict[str, Any]:
-    """Collect one campaign's metrics for one local date (upserted)."""
-    campaign = get_campaign(ctx.session, payload.campaign_id)
-    proof = ctx.proof_mode or campaign.mode == CampaignMode.PROOF
-    channels = list(campaign.channels)
+    """Collect one campaign's metrics for one local date (upserted).
+
+    The providers are asked first, with no transaction open; our own counts and the upsert
+    follow in the transaction that records SUCCESS.
+    """
+    with ctx.guarded() as session:
+        campaign = get_campaign(session, payload.campaign_id)
+        proof = ctx.proof_mode or campaign.mode == CampaignMode.PROOF
+        channels = list(campaign.channels)
+    reported: dict[str, Any] = {}
+    for channel in channels:
+        try:
+            source = metrics_source(channel, proof, ctx.artifacts)
+        except RealRunUnconfigured as exc:
+            # Our own counts are worth keeping without a provider's numbers.
+            reported[channel] = {"source": "unconfigured", "error": str(exc)}
+            continue
+        report = source.fetch(payload.campaign_id, payload.date, ctx.idempotency_key)
+        reported[channel] = {"source": report.source, "metrics": dict(report.metrics)}
 
     def external(campaign_id: int, day: dt.date, internal: Mapping[str, int]) -> dict[str, Any]:
-        reported: dict[str, Any] = {}
-        for channel in channels:
-            try:
-                source = metrics_source(channel, proof, ctx.artifacts)
-            except RealRunUnconfigured as exc:
-                # Our own counts are worth keeping without a provider's numbers.
-                reported[channel] = {"source": "unconfigured", "error": str(exc)}
-                continue
-            report = source.fetch(campaign_id, day, ctx.idempotency_key)
-            reported[channel] = {"source": report.source, "metrics": dict(report.metrics)}
         return reported
 
     row = metrics.collect(
