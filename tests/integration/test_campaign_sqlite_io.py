@@ -34,8 +34,8 @@ from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.usefixtures("celery_app")
 
-BUSY_TIMEOUT = 1.0
-PROVIDER_DELAY = 4.0  # far beyond the busy timeout
+BUSY_TIMEOUT = 2.0
+PROVIDER_DELAY = 6.0  # far beyond the busy timeout
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def llm() -> Iterator[FakeHTTPServer]:
 def embedded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp: FakeSMTPServer, llm: FakeHTTPServer
 ) -> Iterator[Engine]:
-    """A fresh SQLite file, live mode towards the local providers, a 1 s busy timeout."""
+    """A fresh SQLite file, live mode towards the local providers, a short busy timeout."""
     for name, value in {
         "AICMO_SQLITE_BUSY_TIMEOUT_SECONDS": str(BUSY_TIMEOUT),
         "AICMO_PROOF_MODE": "false",
