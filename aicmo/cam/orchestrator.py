@@ -43,7 +43,6 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
-    exists,
     func,
     or_,
     select,
@@ -74,8 +73,6 @@ from aicmo.cam.suppressions import lead_not_suppressed
 from aicmo.config import get_settings
 from aicmo.db import rowcount, utcnow
 from aicmo.llm import TextGenerator, get_text_generator
-from aicmo.orchestration.models import AOLAction
-from aicmo.orchestration.status import ActionStatus
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +121,14 @@ def _engine(session: Session) -> Engine:
 
 def new_holder() -> str:
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:10]}"
+
+
+# Spelt out: inside INSERT .. ON CONFLICT there is no FROM for SQLAlchemy to correlate an
+# EXISTS with, and an uncorrelated one would scan every run.
+_TICK_ACTION_NOT_RUNNING = text(
+    "NOT EXISTS (SELECT 1 FROM aol_actions WHERE aol_actions.id = "
+    "cam_orchestrator_runs.action_id AND aol_actions.status = 'RUNNING')"
+)
 
 
 def _run_insert(engine: Engine) -> Any:
@@ -183,13 +188,7 @@ def take_lease(
             # A lease held by no live run: this very action's earlier attempt (its retry), or
             # a tick action that is no longer RUNNING (failed, dead-lettered, purged).
             OrchestratorRun.action_id == excluded.action_id,
-            and_(
-                OrchestratorRun.action_id.is_not(None),
-                ~exists().where(
-                    AOLAction.id == OrchestratorRun.action_id,
-                    AOLAction.status == ActionStatus.RUNNING,
-                ),
-            ),
+            and_(OrchestratorRun.action_id.is_not(None), _TICK_ACTION_NOT_RUNNING),
         ),
     ).returning(OrchestratorRun.id, OrchestratorRun.takeovers)
     with Session(engine) as lease_session, lease_session.begin():

@@ -227,3 +227,22 @@ def test_the_census_finds_every_stranded_campaign_item_and_repair_clears_them(
     assert statuses == ["QUEUED", "FAILED", "QUEUED", "QUEUED"]
     assert publish_everything_waiting(database_url) == [OutcomeKind.SUCCEEDED] * 3
     assert support.count(database_url, OrchestratorRun, status=RunStatus.RUNNING) == 1
+
+
+def test_a_tick_takes_over_a_lease_whose_tick_action_ended_but_never_a_live_ones(
+    database_url: str,
+) -> None:
+    cid = support.create(database_url, n_leads=3, requires_approval=False)
+    holder = support.enqueue_tick(database_url, cid)
+    engine = get_engine(database_url)
+    with engine.begin() as conn:  # as if a worker had claimed it
+        conn.execute(update(AOLAction).where(AOLAction.id == holder).values(status="RUNNING"))
+    lease = take_lease(engine, cid, utcnow(), 600, action_id=holder)
+    assert lease is not None
+    with session_factory(database_url)() as s, s.begin():
+        assert tick(s, cid, generator=None).outcome == "skipped"  # a live tick holds it
+    with engine.begin() as conn:  # that tick's action failed and its lease stayed behind
+        conn.execute(update(AOLAction).where(AOLAction.id == holder).values(status="FAILED"))
+    with session_factory(database_url)() as s, s.begin():
+        taken = tick(s, cid, generator=None)
+    assert (taken.outcome, taken.takeovers, taken.messages_drafted) == ("done", 1, 3)
