@@ -30,6 +30,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -101,10 +102,35 @@ def in_flight(session: Session, campaign_id: int) -> int:
     )
 
 
+def _used_today(session: Session, campaign: Campaign, now: datetime, pending: Any) -> int:
+    """Published in the campaign's local day, or ``pending``, counted in ONE statement: a
+    message moves from pending to published in one commit, and two statements could each
+    miss it (the first before, the second after)."""
+    start, end = today_bounds(now, campaign.timezone)
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(OutreachMessage)
+            .where(
+                OutreachMessage.campaign_id == campaign.id,
+                or_(
+                    and_(
+                        OutreachMessage.published_at_utc >= start,
+                        OutreachMessage.published_at_utc < end,
+                    ),
+                    pending,
+                ),
+            )
+        )
+        or 0
+    )
+
+
 def remaining_today(session: Session, campaign: Campaign, now: datetime) -> int:
-    """How many more messages may be queued now without breaking today's limit."""
-    used = published_today(session, campaign, now) + in_flight(session, campaign.id)
-    return max(0, campaign.daily_send_limit - used)
+    """How many more messages may be queued now without breaking today's limit: published
+    today plus already queued."""
+    queued = OutreachMessage.publish_status == PublishStatus.QUEUED
+    return max(0, campaign.daily_send_limit - _used_today(session, campaign, now, queued))
 
 
 # -- queueing ------------------------------------------------------------------------------
@@ -223,21 +249,15 @@ class Refused:
     error: Exception
 
 
-def sending_now(session: Session, campaign_id: int, besides: int) -> int:
-    """Sends admitted and not yet recorded (reservations), other than message ``besides``."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(OutreachMessage)
-            .where(
-                OutreachMessage.campaign_id == campaign_id,
-                OutreachMessage.publish_status == PublishStatus.QUEUED,
-                OutreachMessage.sending_at_utc.is_not(None),
-                OutreachMessage.id != besides,
-            )
-        )
-        or 0
+def admitted_today(session: Session, campaign: Campaign, now: datetime, besides: int) -> int:
+    """Published today plus sends admitted and not yet recorded (reservations), other than
+    message ``besides``: what the publish-time admission counts."""
+    sending = and_(
+        OutreachMessage.publish_status == PublishStatus.QUEUED,
+        OutreachMessage.sending_at_utc.is_not(None),
+        OutreachMessage.id != besides,
     )
+    return _used_today(session, campaign, now, sending)
 
 
 def _check_buildable(message: OutreachMessage, lead: Lead, from_address: str) -> None:
@@ -312,8 +332,7 @@ def open_publish(
         )
     from_address = campaign.from_address or get_settings().cam_from_address
     _check_buildable(message, lead, from_address)
-    used = published_today(session, campaign, now) + sending_now(session, campaign.id, message.id)
-    if used >= campaign.daily_send_limit:
+    if admitted_today(session, campaign, now, message.id) >= campaign.daily_send_limit:
         _, day_end = today_bounds(now, campaign.timezone)
         wait = math.ceil((day_end - now).total_seconds()) + 1
         raise DailyLimitReached(
