@@ -134,3 +134,16 @@ def test_control_characters_in_names_and_companies_are_cleaned_at_capture(
 
 def test_a_name_made_only_of_control_characters_is_no_name() -> None:
     assert validate_lead({"email": "ada@x.io", "first_name": "\r\n\t"}).first_name is None
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("email", "ada\x00@x.io"),
+        ("email", "ada@x.io\x1b"),
+        ("linkedin_url", "linkedin.com/in/ada\nBcc"),
+    ],
+)
+def test_identifiers_with_control_characters_are_refused_at_capture(field: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=r"control characters|not an email address"):
+        validate_lead({"phone": "+33612345678", field: raw})
