@@ -105,6 +105,23 @@ def test_a_queued_message_whose_publish_action_is_gone_is_queued_again_by_the_ne
     assert census(database_url) == []
 
 
+def test_resume_queues_again_a_message_left_queued_whose_publish_action_was_purged(
+    database_url: str,
+) -> None:
+    # The state an older release left behind: QUEUED, its halted publish FAILED then purged.
+    cid, [action_id] = approved_and_queued(database_url, 1, daily_send_limit=1)
+    with session_factory(database_url)() as s, s.begin():
+        campaigns.pause(s, cid)
+    with get_engine(database_url).begin() as conn:
+        conn.execute(delete(AOLAction).where(AOLAction.id == action_id))
+    assert room(database_url, cid) == 0  # held by a message nothing would send
+    with session_factory(database_url)() as s, s.begin():
+        campaigns.resume(s, cid)
+    assert publish_everything_waiting(database_url) == [OutcomeKind.SUCCEEDED]
+    assert support.statuses(database_url, cid) == Counter({"PUBLISHED": 1})
+    assert census(database_url) == []
+
+
 # -- item 3: resume racing a publish that is recording CampaignHalted --------------------------
 
 
@@ -229,7 +246,7 @@ def test_the_census_finds_every_stranded_campaign_item_and_repair_clears_them(
     assert support.count(database_url, OrchestratorRun, status=RunStatus.RUNNING) == 1
 
 
-def test_a_tick_takes_over_a_lease_whose_tick_action_ended_but_never_a_live_ones(
+def test_a_tick_takes_over_a_lease_whose_tick_action_ended_but_never_a_live_ticks_lease(
     database_url: str,
 ) -> None:
     cid = support.create(database_url, n_leads=3, requires_approval=False)
