@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Redis visibility timeout; must stay far above dispatch_horizon_seconds.",
     )
+    sqlite_busy_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="SQLite only: how long a writer waits for another's write lock before "
+        "'database is locked'. No transaction is held across I/O, so waits stay short.",
+    )
     database_pre_ping: bool = Field(
         default=False,
         description="Test each pooled PostgreSQL connection before use (a round trip per "

@@ -8,7 +8,8 @@ Modules, one per concept:
 - ``orchestrator``: ``tick(session, campaign_id, now)``, the heart of it.
 - ``drafting`` / ``templates``: a step's text for a lead (LLM or template).
 - ``review``: approve / reject / list messages.
-- ``publishing``: daily limit, queueing CAMPAIGN_PUBLISH, the review gate.
+- ``publishing``: daily limit, queueing CAMPAIGN_PUBLISH, the review gate, admission.
+- ``reconcile``: stranded messages and orphan tick leases: the census and its repairs.
 - ``metrics``: daily counts per local date.
 - ``schedule``: what beat calls (ticks due, daily metrics).
 - ``webhooks``: signed lead webhooks.

@@ -20,18 +20,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicmo.cam.clock import zone
-from aicmo.cam.errors import CampaignHalted, CampaignNotFound, InvalidCampaign
+from aicmo.cam.errors import CampaignNotFound, InvalidCampaign
 from aicmo.cam.models import Campaign, CampaignMode, CampaignStatus, OutreachMessage, PublishStatus
 from aicmo.cam.templates import check_template
 from aicmo.db import utcnow
-from aicmo.orchestration import manager
-from aicmo.orchestration.models import AOLAction
 from aicmo.orchestration.queue import format_validation_error
-from aicmo.orchestration.status import ActionStatus
 
 log = logging.getLogger(__name__)
 
@@ -246,43 +243,32 @@ def resume(session: Session, campaign_id: int) -> Campaign:
 
 
 def replay_halted_publishes(session: Session, campaign_id: int) -> list[int]:
-    """Replay the CAMPAIGN_PUBLISH actions that failed only because the campaign was halted.
+    """Send again what the halt stopped, now that the campaign runs: the reconciliation
+    (``aicmo.cam.reconcile``) hands back the QUEUED messages whose publish ended or was
+    purged, and the APPROVED ones (a halted publish hands its message back) are queued
+    under the daily limit. Works from the messages, so it needs no action row. Returns the
+    ids of the messages queued."""
+    # Imported here: reconcile builds on this module (get_campaign) and on publishing.
+    from aicmo.cam.publishing import queue_approved
+    from aicmo.cam.reconcile import reconcile_campaign
 
-    Their key (``cam_publish:{message_id}``) is spent, so replaying the same action is the
-    one way to send those messages; the review gate accepts a message its own action owns.
-    Returns the replayed action ids.
-    """
-    rows = session.execute(
-        select(OutreachMessage.id, AOLAction.id)
-        .join(AOLAction, AOLAction.id == OutreachMessage.publish_action_id)
-        .where(
-            OutreachMessage.campaign_id == campaign_id,
-            OutreachMessage.publish_status.in_([PublishStatus.QUEUED, PublishStatus.FAILED]),
-            AOLAction.status == ActionStatus.FAILED,
-            AOLAction.last_error.startswith(f"{CampaignHalted.__name__}:"),
-        )
-    ).all()
-    if not rows:
-        return []
-    replayed = set(manager.replay_many(session, [action_id for _, action_id in rows]))
-    messages = [message_id for message_id, action_id in rows if action_id in replayed]
     now = utcnow()
-    session.execute(
-        update(OutreachMessage)
-        .where(OutreachMessage.id.in_(messages))
-        .values(
-            publish_status=PublishStatus.QUEUED,
-            failed_at_utc=None,
-            error=None,
-            queued_at_utc=now,
-            updated_at_utc=now,
+    reconcile_campaign(session, campaign_id, now, queue=False)
+    # Only what a halt (or a purge) handed back: the rest waits for the next tick as before.
+    handed_back = list(
+        session.scalars(
+            select(OutreachMessage.id).where(
+                OutreachMessage.campaign_id == campaign_id,
+                OutreachMessage.publish_status == PublishStatus.APPROVED,
+                OutreachMessage.publish_action_id.is_not(None),
+            )
         )
-        .execution_options(synchronize_session=False)
     )
+    queued = queue_approved(session, campaign_id, now, handed_back) if handed_back else []
     log.info(
-        "campaign %s: replayed %d publish(es) stopped by the halt",
+        "campaign %s: %d message(s) queued again after the halt",
         campaign_id,
-        len(replayed),
+        len(queued),
         extra={"campaign_id": campaign_id},
     )
-    return sorted(replayed)
+    return queued

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aicmo.cam.campaigns import EMAIL, StepSpec
+from aicmo.cam.leads import clean_text
 from aicmo.cam.models import Campaign, Lead
 from aicmo.cam.templates import render
 from aicmo.config import get_settings
@@ -137,7 +138,8 @@ class Drafter:
     def draft(self, lead: Lead, number: int, step: StepSpec, channel: str) -> Draft:
         fields = lead_fields(lead, self.campaign)
         body = render(step.body, fields)
-        subject = render(step.subject, fields).strip() or None
+        # A lead stored before capture cleaned names could still put a line break here.
+        subject = clean_text(render(step.subject, fields)) or None
         if channel == EMAIL and not subject:
             subject = self.campaign.name
         if channel != EMAIL:

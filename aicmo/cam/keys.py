@@ -27,8 +27,12 @@ def tick_key(campaign_id: int, slot: datetime) -> str:
     return f"cam_tick:{campaign_id}:{utc_slot(slot).isoformat()}"
 
 
-def publish_key(message_id: int) -> str:
-    return f"cam_publish:{message_id}"
+def publish_key(message_id: int, after: int | None = None) -> str:
+    """``cam_publish:{message_id}``; a message queued again after its action ``after`` was
+    halted or purged gets ``cam_publish:{message_id}:{after}``, one key per re-queue."""
+    if after is None:
+        return f"cam_publish:{message_id}"
+    return f"cam_publish:{message_id}:{after}"
 
 
 def metrics_key(campaign_id: int, day: date) -> str:

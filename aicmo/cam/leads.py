@@ -48,6 +48,12 @@ _PHONE_JUNK = re.compile(r"[\s().\-/]")
 _PHONE = re.compile(r"^\+?\d{7,15}$")
 
 
+# Control characters (newlines, tabs, NUL, the Unicode line separators) in a name would end
+# up in a Subject header, where they are a header injection that no message can be built
+# with: a run of them becomes one space at capture.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
 # -- normalisation (pure functions) -------------------------------------------------------
 
 
@@ -55,7 +61,7 @@ def normalise_email(value: str) -> str:
     email = value.strip().lower()
     if email.startswith("mailto:"):
         email = email[len("mailto:") :]
-    if len(email) > 320 or not _EMAIL.match(email):
+    if len(email) > 320 or not _EMAIL.match(email) or _CONTROL.search(email):
         raise ValueError(f"not an email address: {value!r}")
     return email
 
@@ -77,6 +83,8 @@ def normalise_phone(value: str) -> str:
 def normalise_linkedin(value: str) -> str:
     """``https://www.LinkedIn.com/in/Ada/?utm=x`` -> ``linkedin.com/in/ada``."""
     raw = value.strip()
+    if _CONTROL.search(raw):
+        raise ValueError(f"not a LinkedIn URL (control characters): {value!r}")
     parts = urlsplit(raw if "://" in raw else "https://" + raw)
     host = (parts.hostname or "").lower()
     if not (host == "linkedin.com" or host.endswith(".linkedin.com")):
@@ -103,10 +111,21 @@ def identity_hash(
 # -- one lead, validated -------------------------------------------------------------------
 
 
+def clean_text(value: str) -> str:
+    """``value`` with every run of control characters replaced by one space, stripped."""
+    return _CONTROL.sub(" ", value).strip()
+
+
 def _blank_to_none(value: object) -> object:
     if isinstance(value, str):
         value = value.strip()
         return value or None
+    return value
+
+
+def _clean_to_none(value: object) -> object:
+    if isinstance(value, str):
+        return clean_text(value) or None
     return value
 
 
@@ -115,10 +134,10 @@ def _upper(value: object) -> object:
 
 
 Text100 = Annotated[
-    Annotated[str, StringConstraints(max_length=100)] | None, BeforeValidator(_blank_to_none)
+    Annotated[str, StringConstraints(max_length=100)] | None, BeforeValidator(_clean_to_none)
 ]
 Text200 = Annotated[
-    Annotated[str, StringConstraints(max_length=200)] | None, BeforeValidator(_blank_to_none)
+    Annotated[str, StringConstraints(max_length=200)] | None, BeforeValidator(_clean_to_none)
 ]
 
 

@@ -18,7 +18,6 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from aicmo.cam.campaigns import get_campaign
 from aicmo.cam.clock import day_bounds
 from aicmo.cam.models import CampaignMetrics, Lead, OutreachMessage
-from aicmo.cam.publishing import reconcile_failed_publishes
 from aicmo.db import utcnow
 
 COUNTERS = ("drafted", "approved", "rejected", "published", "failed")
@@ -93,7 +92,9 @@ def collect(
     """Count ``day`` and upsert its row (in the caller's transaction)."""
     now = now or utcnow()
     # Failed publishes become FAILED messages before they are counted.
-    reconcile_failed_publishes(session, campaign_id, now)
+    from aicmo.cam.reconcile import reconcile_campaign  # reconcile builds on publishing
+
+    reconcile_campaign(session, campaign_id, now, queue=False)
     counts = count_day(session, campaign_id, day)
     flat = counts.flat()
     reported = dict(external(campaign_id, day, flat)) if external else {}

@@ -220,6 +220,9 @@ class OutreachMessage(Base):
     queued_at_utc: Mapped[datetime | None] = mapped_column(UTCDateTime())
     external_id: Mapped[str | None] = mapped_column(String(500))
     published_at_utc: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set (committed) by a publish that was admitted under the daily limit and is sending;
+    # it counts against the limit until the send is recorded or given up.
+    sending_at_utc: Mapped[datetime | None] = mapped_column(UTCDateTime())
     failed_at_utc: Mapped[datetime | None] = mapped_column(UTCDateTime())
     error: Mapped[str | None] = mapped_column(Text)
     created_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,55 +1,56 @@
 """``tick(session, campaign_id, now)``: one pass of a campaign's sequence.
 
 1. Take the campaign's lease: one ``INSERT .. ON CONFLICT`` on the partial unique index of
-   RUNNING runs, committed at once in its own transaction so a concurrent tick sees it. An
-   expired lease (its tick crashed) is taken over by the same statement. Held: "skipped".
-2. Stop if the campaign is not ACTIVE or its kill switch is on; re-checked before each lead
-   with a fresh read, so a switch flipped mid-tick stops it at the next lead.
-3. Close leads whose sequence is exhausted (LOST); pick due, contactable leads.
-4. Draft each lead's next step (LLM or template): DRAFT, or APPROVED when the campaign needs
-   no approval.
-5. Queue CAMPAIGN_PUBLISH for APPROVED messages under the daily limit, and release the lease
-   with the run's counters, all in the caller's transaction (for CAMPAIGN_TICK, the one that
-   records SUCCESS).
+   RUNNING runs, committed at once in its own transaction so a concurrent tick sees it. A
+   lease held by no live run (expired, this same action's failed attempt, or a tick action
+   no longer RUNNING) is taken over by the same statement. Held by a live tick: "skipped".
+2. Read, in a short transaction of its own: stop if the campaign is not ACTIVE or its kill
+   switch is on; pick due, contactable leads.
+3. Draft each lead's next step (LLM or template) with no transaction open: an LLM call may
+   take a while, and on SQLite an open transaction locks the whole database.
+4. In the caller's transaction (for CAMPAIGN_TICK, the one that records SUCCESS): reconcile
+   the campaign's stranded messages (``aicmo.cam.reconcile``), close leads whose sequence is
+   exhausted (LOST), then per lead, re-checking the halt with a fresh read so a switch
+   flipped mid-tick stops it at the next lead, claim it and store its message: DRAFT, or
+   APPROVED when the campaign needs no approval. Queue CAMPAIGN_PUBLISH for APPROVED
+   messages under the daily limit, and release the lease with the run's counters.
 
 Nothing is drafted or published twice, whatever runs concurrently: a lead is claimed with a
 guarded ``UPDATE .. WHERE step = n`` and a message is unique per (lead, step); a publish is
 unique per message by its key.
 
-SQLite: the lease is taken on a second connection, so call ``tick`` before the caller's
-session writes anything (the CAMPAIGN_TICK handler does).
+SQLite: the lease is taken (and the plan read) on a second connection, so call ``tick``
+before the caller's session writes anything (the CAMPAIGN_TICK handler does).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     BindParameter,
     Connection,
     Engine,
-    Insert,
     Select,
     bindparam,
     func,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from aicmo.cam.campaigns import StepSpec, get_campaign
-from aicmo.cam.drafting import Drafter, choose_channel
-from aicmo.cam.errors import CampaignNotFound, TickLeaseLost
+from aicmo.cam.drafting import Draft, Drafter, choose_channel
+from aicmo.cam.errors import TickLeaseLost
+from aicmo.cam.lease import Lease, abandon, take_lease
+from aicmo.cam.lease import new_holder as new_holder  # its public home before lease.py
 from aicmo.cam.models import (
-    LIVE_RUN_WHERE,
     OPEN_LEAD_STATUSES,
     Campaign,
     Consent,
@@ -60,7 +61,8 @@ from aicmo.cam.models import (
     PublishStatus,
     RunStatus,
 )
-from aicmo.cam.publishing import queue_approved, reconcile_failed_publishes, remaining_today
+from aicmo.cam.publishing import queue_approved, remaining_today
+from aicmo.cam.reconcile import reconcile_campaign
 from aicmo.cam.suppressions import lead_not_suppressed
 from aicmo.config import get_settings
 from aicmo.db import rowcount, utcnow
@@ -97,89 +99,9 @@ class TickResult:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Lease:
-    run_id: int
-    campaign_id: int
-    holder: str
-    expires_at: datetime
-    takeovers: int
-
-
 def _engine(session: Session) -> Engine:
     bind = session.get_bind()
     return bind.engine if isinstance(bind, Connection) else bind
-
-
-def new_holder() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:10]}"
-
-
-def _run_insert(engine: Engine) -> Any:
-    module: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return module.insert(OrchestratorRun)
-
-
-def take_lease(
-    engine: Engine,
-    campaign_id: int,
-    now: datetime,
-    lease_seconds: float,
-    *,
-    holder: str | None = None,
-    action_id: int | None = None,
-    slot: datetime | None = None,
-) -> Lease | None:
-    """Take the campaign's lease in one committed statement, or None while another holds it.
-
-    A RUNNING run whose lease has expired is taken over in place (``takeovers`` + 1): its
-    tick died before committing anything, so there is nothing of it to keep.
-    """
-    holder = holder or new_holder()
-    expires = now + timedelta(seconds=lease_seconds)
-    insert: Insert = _run_insert(engine).values(
-        campaign_id=campaign_id,
-        status=RunStatus.RUNNING,
-        holder=holder,
-        action_id=action_id,
-        slot_utc=slot,
-        started_at_utc=now,
-        lease_expires_at_utc=expires,
-        takeovers=0,
-        leads_considered=0,
-        messages_drafted=0,
-        messages_queued=0,
-        leads_lost=0,
-    )
-    excluded = insert.excluded  # type: ignore[attr-defined]
-    statement = insert.on_conflict_do_update(  # type: ignore[attr-defined]
-        index_elements=[OrchestratorRun.campaign_id],
-        index_where=text(LIVE_RUN_WHERE),
-        set_={
-            "holder": excluded.holder,
-            "action_id": excluded.action_id,
-            "slot_utc": excluded.slot_utc,
-            "started_at_utc": excluded.started_at_utc,
-            "lease_expires_at_utc": excluded.lease_expires_at_utc,
-            "takeovers": OrchestratorRun.takeovers + 1,
-        },
-        where=OrchestratorRun.lease_expires_at_utc < excluded.started_at_utc,
-    ).returning(OrchestratorRun.id, OrchestratorRun.takeovers)
-    with Session(engine) as lease_session, lease_session.begin():
-        if lease_session.get(Campaign, campaign_id) is None:
-            raise CampaignNotFound(campaign_id)
-        row = lease_session.execute(statement).first()
-    if row is None:
-        return None
-    lease = Lease(row.id, campaign_id, holder, expires, row.takeovers)
-    if lease.takeovers:
-        log.warning(
-            "campaign %s: took over an expired tick lease (run %s)",
-            campaign_id,
-            lease.run_id,
-            extra={"campaign_id": campaign_id, "run_id": lease.run_id},
-        )
-    return lease
 
 
 def _release(session: Session, lease: Lease, result: TickResult, now: datetime) -> None:
@@ -208,31 +130,6 @@ def _release(session: Session, lease: Lease, result: TickResult, now: datetime) 
             f"campaign {lease.campaign_id}: the tick lease of run {lease.run_id} expired and "
             "was taken over; this tick's work is rolled back"
         )
-
-
-def _abandon(engine: Engine, lease: Lease, error: BaseException, now: datetime) -> None:
-    """Free the lease of a failed tick now rather than at expiry (best effort)."""
-    if engine.dialect.name == "sqlite":
-        # The failed tick's transaction still holds SQLite's write lock: a second
-        # connection would wait for it. The lease expires instead.
-        return
-    try:
-        with Session(engine) as s, s.begin():
-            s.execute(
-                update(OrchestratorRun)
-                .where(
-                    OrchestratorRun.id == lease.run_id,
-                    OrchestratorRun.holder == lease.holder,
-                    OrchestratorRun.status == RunStatus.RUNNING,
-                )
-                .values(
-                    status=RunStatus.FAILED,
-                    finished_at_utc=now,
-                    stop_reason=f"{type(error).__name__}: {error}"[:2000],
-                )
-            )
-    except Exception:
-        log.exception("campaign %s: could not free the tick lease", lease.campaign_id)
 
 
 def halt_reason(session: Session, campaign_id: int) -> str | None:
@@ -404,7 +301,7 @@ def tick(
         )
         _release(session, lease, result, now)
     except BaseException as exc:
-        _abandon(engine, lease, exc, now)
+        abandon(engine, lease, exc, now)
         raise
     log.info(
         "campaign %s: tick %s (%d drafted, %d queued, %d lost)%s",
@@ -419,6 +316,75 @@ def tick(
     return result
 
 
+@dataclass
+class _Planned:
+    """What a tick read in its short first transaction (detached, plain loaded objects)."""
+
+    campaign: Campaign
+    steps: list[StepSpec]
+    leads: list[Lead]
+    stop: str | None = None
+
+
+@dataclass(frozen=True)
+class _Drafted:
+    lead: Lead
+    number: int
+    draft: Draft | None  # None: no channel reaches the lead
+
+
+@contextmanager
+def _short_read(session: Session) -> Iterator[Session]:
+    """A short transaction to read in, so none stays open across the drafts' LLM calls. If
+    the caller opened its transaction already (and may have written in it, e.g. leads
+    captured just before), read there, as it asked."""
+    if session.in_transaction():
+        yield session
+        return
+    with Session(_engine(session), expire_on_commit=False) as read, read.begin():
+        yield read
+
+
+def _plan(session: Session, lease: Lease, now: datetime, batch_size: int | None) -> _Planned:
+    with _short_read(session) as read:
+        return _read_plan(read, lease, now, batch_size)
+
+
+def _read_plan(read: Session, lease: Lease, now: datetime, batch_size: int | None) -> _Planned:
+    campaign = get_campaign(read, lease.campaign_id)
+    stop = halt_reason(read, campaign.id)
+    steps = [StepSpec.model_validate(step) for step in campaign.steps[: campaign.step_count]]
+    if stop:
+        return _Planned(campaign, steps, [], stop)
+    budget = batch_size or campaign.batch_size
+    if not campaign.requires_approval:
+        # Auto-approved drafts beyond today's room would only wait and go stale.
+        room = remaining_today(read, campaign, now) - _approved_backlog(read, campaign.id)
+        budget = min(budget, max(0, room))
+    return _Planned(campaign, steps, due_leads(read, campaign, now, budget))
+
+
+def _draft_all(
+    session: Session, plan: _Planned, drafter: Drafter, rotate_channels: bool
+) -> tuple[list[_Drafted], str | None]:
+    """Draft every planned lead with no transaction open: an LLM call may take a while."""
+    drafted: list[_Drafted] = []
+    campaign = plan.campaign
+    for index, lead in enumerate(plan.leads):
+        if drafter.llm_available:
+            # Stop asking the LLM for a campaign halted meanwhile (a short read).
+            with _short_read(session) as read:
+                stop = halt_reason(read, campaign.id)
+            if stop:
+                return drafted, stop
+        number = lead.step + 1
+        step = plan.steps[number - 1]
+        channel = choose_channel(campaign, step, lead, rotation=index if rotate_channels else 0)
+        draft = None if channel is None else drafter.draft(lead, number, step, channel)
+        drafted.append(_Drafted(lead, number, draft))
+    return drafted, None
+
+
 def _work(
     session: Session,
     lease: Lease,
@@ -428,33 +394,32 @@ def _work(
     batch_size: int | None,
     rotate_channels: bool,
 ) -> TickResult:
+    """Read (a short transaction), draft (none open), write (``session``'s transaction)."""
     result = TickResult(lease.campaign_id, run_id=lease.run_id, takeovers=lease.takeovers)
-    campaign = get_campaign(session, lease.campaign_id)
-    stop = halt_reason(session, campaign.id)
-    if stop:
-        result.outcome, result.reason = "stopped", stop
+    plan = _plan(session, lease, now, batch_size)
+    if plan.stop:
+        result.outcome, result.reason = "stopped", plan.stop
         return result
-    result.publishes_failed = reconcile_failed_publishes(session, campaign.id, now)
-    result.leads_lost = close_exhausted(session, campaign, now)
-
-    steps = [StepSpec.model_validate(step) for step in campaign.steps[: campaign.step_count]]
-    budget = batch_size or campaign.batch_size
-    if not campaign.requires_approval:
-        # Auto-approved drafts beyond today's room would only wait and go stale.
-        room = remaining_today(session, campaign, now) - _approved_backlog(session, campaign.id)
-        budget = min(budget, max(0, room))
+    campaign = plan.campaign
     drafter = Drafter(campaign, generator)
+    drafted, stopped = _draft_all(session, plan, drafter, rotate_channels)
+    result.llm_drafts, result.llm_failures = drafter.llm_drafts, drafter.llm_failures
+    if stopped:
+        result.outcome, result.reason = "stopped", stopped
+        return result
+
+    repaired = reconcile_campaign(session, campaign.id, now, queue=False)
+    result.publishes_failed = sum(1 for r in repaired if r.done.startswith("marked FAILED"))
+    result.leads_lost = close_exhausted(session, campaign, now)
     status = PublishStatus.DRAFT if campaign.requires_approval else PublishStatus.APPROVED
-    for index, lead in enumerate(due_leads(session, campaign, now, budget)):
+    for item in drafted:
         stop = halt_reason(session, campaign.id)
         if stop:
             result.outcome, result.reason = "stopped", stop
             break
         result.leads_considered += 1
-        number = lead.step + 1
-        step = steps[number - 1]
-        channel = choose_channel(campaign, step, lead, rotation=index if rotate_channels else 0)
-        if channel is None:
+        lead, draft = item.lead, item.draft
+        if draft is None:
             lost = update(Lead).where(Lead.id == lead.id, Lead.step == lead.step)
             session.execute(
                 lost.values(
@@ -463,15 +428,14 @@ def _work(
             )
             result.leads_unreachable += 1
             continue
-        if not _claim_lead(session, lead, number, now):
+        if not _claim_lead(session, lead, item.number, now):
             continue
-        draft = drafter.draft(lead, number, step, channel)
         message_id = _insert_message(
             session,
             {
                 "campaign_id": campaign.id,
                 "lead_id": lead.id,
-                "step": number,
+                "step": item.number,
                 "channel": draft.channel,
                 "subject": draft.subject,
                 "body": draft.body,
@@ -488,7 +452,6 @@ def _work(
         result.messages_drafted += 1
         if status == PublishStatus.APPROVED:
             result.messages_approved += 1
-    result.llm_drafts, result.llm_failures = drafter.llm_drafts, drafter.llm_failures
 
     if result.outcome != "stopped":
         stop = halt_reason(session, campaign.id)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aicmo.orchestration.artifacts import ArtifactWriter
+from aicmo.orchestration.errors import LeaseLost
 from aicmo.orchestration.models import AOLAction
 
 
@@ -18,6 +21,10 @@ class ActionContext:
     ``session`` is in the transaction that also records SUCCESS: write through it and those
     writes happen exactly once. It is opened on first use, so a handler that writes nothing to
     the database costs no transaction of its own.
+
+    No transaction may stay open across I/O (on SQLite it locks the whole database): a handler
+    that calls out reads and reserves in :meth:`guarded` first, does its network call with no
+    transaction open, and only then touches ``session``.
     """
 
     def __init__(
@@ -48,6 +55,36 @@ class ActionContext:
             assert self._session_factory is not None
             self._session = self._session_factory()
         return self._session
+
+    @contextmanager
+    def guarded(self) -> Iterator[Session]:
+        """A short transaction of its own, committed when the block ends, in which this run
+        still holds its claim: the action row is locked (PostgreSQL; SQLite's write lock does
+        the same) and must be RUNNING under this run's fencing token, else :class:`LeaseLost`
+        and nothing is written. For what must be read or committed before the handler's I/O
+        (a reservation), or must stick whatever the outcome (a message refused for good).
+
+        Never call it while ``session`` is in use: on SQLite that waits on itself. A context
+        made for a direct call (no claim, one caller's session) yields that session instead.
+        """
+        if self._session_factory is None:
+            yield self.session
+            return
+        with self._session_factory() as session, session.begin():
+            held = session.execute(
+                select(AOLAction.id)
+                .where(
+                    AOLAction.id == self.action.id,
+                    AOLAction.status == "RUNNING",
+                    AOLAction.claimed_by == self.action.claimed_by,
+                )
+                .with_for_update()
+            ).first()
+            if held is None:
+                raise LeaseLost(
+                    f"action {self.action.id}: claim {self.action.claimed_by} is no longer held"
+                )
+            yield session
 
     @property
     def session_used(self) -> bool:

@@ -177,10 +177,17 @@ def test_a_publish_stopped_by_the_kill_switch_is_replayed_when_it_is_lifted(
         f"CampaignHalted: campaign {cid} is halted (its kill switch is on): "
         f"message {first} not sent"
     )
+    # The halted publish handed its message back (APPROVED, holding no daily room) in the
+    # transaction that saw the halt.
+    [message] = [m for m in support.messages(database_url, cid) if m.id == first]
+    assert (message.publish_status, message.publish_action_id) == ("APPROVED", action_id)
     with session_factory(database_url)() as s, s.begin():
         campaigns.resume(s, cid)
-    assert support.actions(database_url, keys.PUBLISH)[0].status == "READY"
-    assert run(action_id).kind is OutcomeKind.SUCCEEDED
+    # Resume queues it again under a key of its own; the halted action stays FAILED.
+    old, again = support.actions(database_url, keys.PUBLISH)
+    assert (old.id, old.status) == (action_id, "FAILED")
+    assert (again.idempotency_key, again.status) == (f"cam_publish:{first}:{action_id}", "READY")
+    assert run(again.id).kind is OutcomeKind.SUCCEEDED
     assert support.statuses(database_url, cid)["PUBLISHED"] == 1
 
 

@@ -8,6 +8,7 @@ TLS, and scripted refusals:
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import subprocess
@@ -73,6 +74,9 @@ class Received:
 class Recorder:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # A slow server: DATA is answered after this long (other sessions go on meanwhile).
+    data_delay_seconds: float = 0.0
+    data_started: threading.Event = field(default_factory=threading.Event)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -85,6 +89,9 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.data_started.set()
+        if self.data_delay_seconds:
+            await asyncio.sleep(self.data_delay_seconds)
         data = (
             envelope.content if isinstance(envelope.content, bytes) else envelope.content.encode()
         )
@@ -104,9 +111,10 @@ class FakeSMTPServer:
         *,
         security: str = "none",
         cert: tuple[Path, Path] | None = None,
+        data_delay_seconds: float = 0.0,
     ) -> None:
         self.password = password
-        self.recorder = Recorder()
+        self.recorder = Recorder(data_delay_seconds=data_delay_seconds)
         self.port = free_port()
         kwargs: dict[str, Any] = {
             "authenticator": self._authenticate,

@@ -112,3 +112,38 @@ def test_a_lead_reports_every_problem() -> None:
 )
 def test_dnc_is_sticky(current: str, incoming: str, merged: str) -> None:
     assert merge_consent(current, incoming) == merged
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Ada\r\nBcc: evil@x.io", "Ada Bcc: evil@x.io"),
+        ("Ada\nLovelace", "Ada Lovelace"),
+        ("\tAda\x00\x1b[31m", "Ada [31m"),
+        ("Acme\u2028Corp\x85", "Acme Corp"),
+    ],
+)
+def test_control_characters_in_names_and_companies_are_cleaned_at_capture(
+    raw: str, expected: str
+) -> None:
+    lead = validate_lead(
+        {"email": "ada@x.io", "first_name": raw, "last_name": raw, "company": raw, "title": raw}
+    )
+    assert (lead.first_name, lead.last_name, lead.company, lead.title) == (expected,) * 4
+
+
+def test_a_name_made_only_of_control_characters_is_no_name() -> None:
+    assert validate_lead({"email": "ada@x.io", "first_name": "\r\n\t"}).first_name is None
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("email", "ada\x00@x.io"),
+        ("email", "ada@x.io\x1b"),
+        ("linkedin_url", "linkedin.com/in/ada\nBcc"),
+    ],
+)
+def test_identifiers_with_control_characters_are_refused_at_capture(field: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=r"control characters|not an email address"):
+        validate_lead({"phone": "+33612345678", field: raw})

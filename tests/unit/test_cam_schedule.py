@@ -301,6 +301,7 @@ def test_keys_have_the_documented_formats() -> None:
     slot = datetime(2026, 5, 4, 12, 30, tzinfo=timezone(timedelta(hours=2)))
     assert keys.tick_key(7, slot) == "cam_tick:7:2026-05-04T10:30:00+00:00"
     assert keys.publish_key(42) == "cam_publish:42"
+    assert keys.publish_key(42, after=9) == "cam_publish:42:9"  # queued again after action 9
     assert keys.metrics_key(7, date(2026, 5, 4)) == "cam_metrics:7:2026-05-04"
     assert keys.leads_key("typeform", "evt_1") == "cam_leads:typeform:evt_1"
     assert tick_payload(7, slot) == {"campaign_id": 7, "slot": "2026-05-04T10:30:00+00:00"}

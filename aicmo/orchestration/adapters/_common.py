@@ -7,7 +7,6 @@ from typing import Any
 
 from pydantic import model_validator
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.models import AOLExecutionLog
@@ -59,6 +58,6 @@ def run_number(ctx: ActionContext) -> int:
     if ctx.session_used:
         claims = ctx.session.scalar(query)
     else:
-        with Session(ctx.session.get_bind()) as read, read.begin():
+        with ctx.guarded() as read:
             claims = read.scalar(query)
     return max(ctx.attempt, int(claims or 0))

@@ -11,8 +11,7 @@ callers in ``aicmo.cam``: ``cam_tick:{campaign_id}:{slot_utc_iso}``,
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -131,52 +130,67 @@ def campaign_tick(ctx: ActionContext, payload: CampaignTickPayload) -> dict[str,
     time_limit=90,
 )
 def campaign_publish(ctx: ActionContext, payload: CampaignPublishPayload) -> dict[str, Any]:
-    """Publish one APPROVED outreach message (the review gate)."""
-    job = publishing.open_publish(
-        ctx.session, payload.message_id, ctx.action_id, utcnow(), ctx.proof_mode
-    )
-    message, lead = job.message, job.lead
-    sent: SendResult
-    if message.channel == EMAIL:
-        if not lead.email:
-            raise PermanentError(f"lead {lead.id} has no email address for message {message.id}")
+    """Publish one APPROVED outreach message (the review gate).
+
+    Admitted and reserved in a short transaction, sent with none open, recorded with SUCCESS
+    (see ``aicmo.cam.publishing``).
+    """
+    with ctx.guarded() as session:
+        opened = publishing.begin_publish(
+            session, payload.message_id, ctx.action_id, utcnow(), ctx.proof_mode
+        )
+    if isinstance(opened, publishing.Refused):
+        raise opened.error
+    job = opened
+    try:
+        sent = _send(ctx, job)
+    except BaseException as exc:
+        try:
+            with ctx.guarded() as session:
+                publishing.release_publish(session, job, ctx.action_id, utcnow(), exc)
+        except Exception:
+            # The reservation then waits for the retry (or the reconciliation) to clear it.
+            ctx.log.exception("message %s: could not release its reservation", job.message_id)
+        raise
+    publishing.record_published(ctx.session, job, sent.external_id, ctx.action_id, utcnow())
+    return {
+        "message_id": job.message_id,
+        "campaign_id": job.campaign_id,
+        "lead_id": job.lead_id,
+        "channel": job.channel,
+        "external_id": sent.external_id,
+        "proof_mode": job.proof_mode,
+    }
+
+
+def _send(ctx: ActionContext, job: publishing.PublishJob) -> SendResult:
+    if job.channel == EMAIL:
+        assert job.email is not None  # begin_publish refused the message otherwise
         sender = email_sender(job.proof_mode, ctx.artifacts)
-        sent = sender.send(
+        return sender.send(
             OutgoingEmail(
-                to=lead.email,
-                subject=message.subject or job.campaign.name,
-                body=message.body,
+                to=job.email,
+                subject=job.subject or job.campaign_name,
+                body=job.body,
                 from_address=job.from_address,
                 headers={
-                    "X-Aicmo-Campaign": str(job.campaign.id),
-                    "X-Aicmo-Message": str(message.id),
+                    "X-Aicmo-Campaign": str(job.campaign_id),
+                    "X-Aicmo-Message": str(job.message_id),
                 },
             ),
             ctx.idempotency_key,
         )
-    else:
-        poster = social_poster(
-            message.channel, job.proof_mode, ctx.artifacts, campaign_id=job.campaign.id
-        )
-        sent = poster.post(
-            SocialPost(
-                message.channel,
-                message.body,
-                lead.linkedin_url or lead.display_name,
-                created_at=ctx.action.created_at_utc,
-                attempt=run_number(ctx),
-            ),
-            ctx.idempotency_key,
-        )
-    publishing.record_published(ctx.session, job, sent.external_id, ctx.action_id, utcnow())
-    return {
-        "message_id": message.id,
-        "campaign_id": job.campaign.id,
-        "lead_id": lead.id,
-        "channel": message.channel,
-        "external_id": sent.external_id,
-        "proof_mode": job.proof_mode,
-    }
+    poster = social_poster(job.channel, job.proof_mode, ctx.artifacts, campaign_id=job.campaign_id)
+    return poster.post(
+        SocialPost(
+            job.channel,
+            job.body,
+            job.audience,
+            created_at=ctx.action.created_at_utc,
+            attempt=run_number(ctx),
+        ),
+        ctx.idempotency_key,
+    )
 
 
 # -- CAMPAIGN_FETCH_METRICS ----------------------------------------------------------------
@@ -184,17 +198,6 @@ def campaign_publish(ctx: ActionContext, payload: CampaignPublishPayload) -> dic
 
 def _posts_of(ids: list[str]) -> Callable[[int, dt.date], list[str]]:
     return lambda _campaign_id, _day: ids
-
-
-@contextmanager
-def _short_read(ctx: ActionContext) -> Iterator[Session]:
-    """A read in a transaction of its own, closed before any network call; a caller who
-    passed their own session (the direct entry points) owns the transaction: read in it."""
-    if ctx.session_used:
-        yield ctx.session
-        return
-    with Session(ctx.session.get_bind()) as read, read.begin():
-        yield read
 
 
 @registry.action(
@@ -211,7 +214,7 @@ def campaign_fetch_metrics(
 
     The platforms are asked first, with no transaction open (a short read of the day's
     posts, then the network); our own counts and the upsert follow in the action's own."""
-    with _short_read(ctx) as read:
+    with ctx.guarded() as read:
         campaign = get_campaign(read, payload.campaign_id)
         proof = ctx.proof_mode or campaign.mode == CampaignMode.PROOF
         channels = list(campaign.channels)
