@@ -628,6 +628,11 @@ def stats(as_json: bool, prometheus: bool) -> None:
     out.print(f"DLQ size: [{'bold red' if found.dlq_size else 'green'}]{found.dlq_size}[/]")
     out.print("oldest READY action: " + ("none waiting" if oldest is None else f"{oldest:.1f}s"))
     out.print("paused: " + (", ".join(found.paused) if found.paused else "no"))
+    if found.set_aside:
+        listed = ", ".join(f"{t} ({n})" for t, n in found.set_aside.items())
+        out.print(
+            f"[bold red]set aside[/] (type not registered here; see `aicmo doctor`): {listed}"
+        )
     sweep = found.last_sweep
     out.print(
         "last sweep: " + ("never" if sweep is None else f"{ago(sweep.at, found.at)} by {sweep.by}")
@@ -690,7 +695,7 @@ def resume(action_type: str | None, as_json: bool) -> None:
 
 # -- health --------------------------------------------------------------------------------
 
-HEALTH_CHECKS = ("database", "broker", "beat", "workers")
+HEALTH_CHECKS = ("database", "broker", "beat", "workers", "stranded")
 
 
 @main.command()
@@ -709,7 +714,8 @@ HEALTH_CHECKS = ("database", "broker", "beat", "workers")
 )
 @json_option
 def health(checks: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
-    """Check the database (and its schema), the broker, beat's last sweep and the workers.
+    """Check the database (and its schema), the broker, beat's last sweep, the workers, and
+    that `aicmo doctor` finds nothing stranded.
 
     Exits 0 when every check passes and 1 otherwise, so it serves as a container probe,
     e.g. `aicmo health -c database -c broker`.
@@ -1085,6 +1091,10 @@ def demo(directory: Path, timeout: float) -> None:
         console().print("[yellow]demo interrupted; its worker and beat are stopped[/]")
         sys.exit(130)
 
+
+from aicmo.cli_doctor import doctor as _doctor  # noqa: E402
+
+main.add_command(_doctor)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

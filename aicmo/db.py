@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -155,6 +155,23 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
             yield session
     finally:
         session.close()
+
+
+def db_now(bind: Engine | Any) -> datetime:
+    """The database's clock: the one time every process compares against.
+
+    PostgreSQL's ``now()``; SQLite runs in this process, on this host, so its clock is this
+    host's (every process sharing an SQLite file shares one host clock).
+    """
+    dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
+    if dialect.name != "postgresql":
+        return utcnow()
+    if isinstance(bind, Engine):
+        with bind.connect() as conn:
+            value = conn.exec_driver_sql("SELECT now()").scalar_one()
+    else:
+        value = bind.execute(text("SELECT now()")).scalar_one()
+    return value.astimezone(UTC)
 
 
 def rowcount(result: Any) -> int:

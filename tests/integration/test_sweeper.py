@@ -149,16 +149,110 @@ def test_expired_lease_on_last_attempt_goes_to_dlq(book: Book, session: Session)
 
 
 @pytest.mark.parametrize(("depth", "resent"), [(0, 1), (25, 0)])
-def test_lost_message_is_resent_only_when_its_queue_is_empty(
+def test_lost_message_is_resent_after_one_grace_period_only_when_its_queue_is_empty(
     session: Session, depth: int, resent: int
 ) -> None:
     with session.begin():
         # On the isolated queue: no worker reads it here, so the row stays READY.
         action = ActionQueue.enqueue_action(session, "T_ISOLATED_EFFECT", {"tag": "l"}, "lost")
     recorder = RecordingDispatcher(depth=depth)
-    report = Sweeper(dispatcher=recorder).sweep(now=utcnow() + timedelta(minutes=1))
+    sweeper = Sweeper(dispatcher=recorder)
+    grace = sweeper.settings.resend_grace_seconds
+    # Late by more than one grace period, less than the backlog bound.
+    report = sweeper.sweep(now=utcnow() + timedelta(seconds=grace * 2.5))
     assert report.resent == resent
     assert recorder.ids == [action.id] * resent
+
+
+def test_under_a_backlog_a_lost_message_is_resent_once_per_bound_never_snowballing(
+    session: Session,
+) -> None:
+    with session.begin():
+        action = ActionQueue.enqueue_action(session, "T_ISOLATED_EFFECT", {"tag": "b"}, "busy")
+    recorder = RecordingDispatcher(depth=25)  # the queue never empties
+    sweeper = Sweeper(dispatcher=recorder)
+    sweeper.settings = sweeper.settings.model_copy(update={"resend_backlog_factor": 5})
+    bound = sweeper.settings.resend_grace_seconds * 5
+    start = utcnow()
+    assert sweeper.sweep(now=start + timedelta(seconds=bound * 0.9)).resent == 0
+    # Past the bound: sent again whatever the depth, once; the next sweeps wait a new bound.
+    assert sweeper.sweep(now=start + timedelta(seconds=bound + 1)).resent == 1
+    for extra in (2, bound * 0.5):
+        assert sweeper.sweep(now=start + timedelta(seconds=bound + extra)).resent == 0
+    assert sweeper.sweep(now=start + timedelta(seconds=2 * bound + 2)).resent == 1
+    assert recorder.ids == [action.id, action.id]
+
+
+def insert_gone_rows() -> list[int]:
+    """Rows of T_GONE, a type a deploy removed: the oldest due, so first in every batch."""
+    with get_engine().begin() as conn:
+        return list(
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,
+                        not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc,
+                        queued_at_utc)
+                    SELECT 'gone-' || n, 'T_GONE', '{}'::jsonb,
+                           (ARRAY['PENDING','READY','RETRY'])[1 + n % 3],
+                           now() - interval '1 hour', 0, 3, now() - interval '1 hour',
+                           now() - interval '1 hour', NULL
+                    FROM generate_series(1, 3) AS n
+                    RETURNING id
+                    """
+                )
+            ).scalars()
+        )
+
+
+def test_rows_of_an_unregistered_type_are_set_aside_and_never_block_the_batch(
+    book: Book, redis_client: Any
+) -> None:
+    from aicmo.orchestration.registry import ActionType, registry
+    from aicmo.orchestration.stats import collect
+    from tests.support.actions import NoopPayload, noop
+
+    gone = insert_gone_rows()
+    with session_scope() as s:
+        known = [
+            ActionQueue.enqueue_action(s, "T_ISOLATED_EFFECT", {"tag": f"k{n}"}).id
+            for n in range(4)
+        ]
+        # Their publish was lost before it happened: the sweeper must send them.
+        s.execute(update(AOLAction).where(AOLAction.id.in_(known)).values(queued_at_utc=None))
+    redis_client.delete("isolated", "gone")
+    sweeper = Sweeper()
+    sweeper.settings = sweeper.settings.model_copy(update={"sweep_batch_size": 2})
+    reports = [sweeper.sweep() for _ in range(2)]
+    assert redis_client.llen("isolated") == 4  # every known row was sent, in batches of 2
+    assert [r.set_aside for r in reports] == [3, 3]
+    from aicmo.health import run_checks
+    from aicmo.ops import doctor
+
+    rows = {i: book.action(i) for i in gone}
+    assert {r.status for r in rows.values()} == {"PENDING", "READY", "RETRY"}
+    assert all(r.queued_at_utc is None for r in rows.values())
+    # Said once per row, with the reason, however many sweeps pass.
+    for action_id in gone:
+        assert book.events(action_id) == ["SET_ASIDE"]
+
+    with session_scope() as s:
+        assert collect(s, known_types=registry.names()).as_dict()["set_aside"] == {"T_GONE": 3}
+        findings = doctor.find(s)
+    assert sorted(f.subject for f in findings if f.check == "unknown_type") == [
+        f"action {i}" for i in sorted(gone)
+    ]
+    [stranded] = run_checks(["stranded"])
+    assert not stranded.ok and "unknown_type" in stranded.detail
+
+    # A deploy brings the type back: its rows are sent with no one's help.
+    registry.register(ActionType("T_GONE", NoopPayload, noop, queue="gone"))
+    try:
+        report = sweeper.sweep()
+        assert report.set_aside == 0 and report.dispatched == 3
+    finally:
+        registry._types.pop("T_GONE")
+    assert redis_client.llen("gone") == 3
 
 
 def test_broker_reset_resends_every_waiting_action(session: Session) -> None:

@@ -1,0 +1,1 @@
+"""Operations shared by every face (cli, web, tasks): no Celery, no HTTP, no terminal."""
