@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text, update
 from sqlalchemy.orm import Session
 
+from aicmo.config import get_settings
 from aicmo.db import get_engine, session_scope, utcnow
 from aicmo.orchestration.models import AOLAction
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.orchestration.sweeper import Sweeper
 from tests.conftest import Book
+from tests.support.processes import beat, wait_for, worker
 from tests.support.recording import RecordingDispatcher
 
 pytestmark = pytest.mark.usefixtures("clean", "celery_app")
@@ -265,3 +268,62 @@ def test_broker_reset_resends_every_waiting_action(session: Session) -> None:
     report = Sweeper(dispatcher=recorder).sweep()
     assert report.broker_reset and recorder.ids == [ready.id]
     assert later.id not in recorder.ids  # still PENDING: it had no message to lose
+
+
+def test_under_a_steady_backlog_a_lost_message_is_resent_and_runs(
+    book: Book, log_dir: Path, redis_client: Any
+) -> None:
+    """A real worker that never catches up, real beat: the backlog in "aol" never empties,
+    beat's sweeps travel on their own queue, and a READY row whose message was lost still
+    runs, once, within the backlog bound (3 grace periods of 2 s here)."""
+    env = {"AICMO_RESEND_BACKLOG_FACTOR": "3"}
+    processes = [
+        worker(log_dir, concurrency=2, env=env, extra=["-Q", f"aol,{get_settings().beat_queue}"]),
+        beat(log_dir, env=env),
+    ]
+    depths: list[int] = []
+    stop = threading.Event()
+
+    def feed() -> None:  # keep 30 or more messages waiting, whatever the worker does
+        n = 0
+        while not stop.is_set():
+            depth = int(redis_client.llen("aol"))
+            depths.append(depth)
+            if depth < 30:
+                with session_scope() as s:
+                    ActionQueue.enqueue_many(
+                        s, [("T_EFFECT", {"tag": f"load-{n + i}", "sleep": 0.2}) for i in range(20)]
+                    )
+                n += 20
+            stop.wait(0.1)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    try:
+        for process in processes:
+            process.start()
+        feeder.start()
+        wait_for(lambda: len(depths) > 5 and depths[-1] >= 20, 30, message="a backlog")
+        with get_engine().begin() as conn:
+            # Enqueued, its message lost on the way: READY, "sent" now, in no queue.
+            lost_id = conn.execute(
+                text(
+                    """
+                    INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,
+                        not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc,
+                        queued_at_utc)
+                    VALUES ('lost-under-load', 'T_EFFECT', '{"tag": "lost"}'::jsonb, 'READY',
+                        now(), 0, 3, now(), now(), now())
+                    RETURNING id
+                    """
+                )
+            ).scalar_one()
+        watched_from = len(depths)
+        book.wait_status(lost_id, "SUCCESS", timeout=45)
+        during = depths[watched_from:]
+    finally:
+        stop.set()
+        feeder.join(timeout=10)
+        for process in processes:
+            process.stop()
+    assert min(during) > 0, "the backlog drained: this proves nothing about a busy queue"
+    assert book.effects("lost") == [("lost", lost_id, 1)]
