@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     )
     artifact_dir: Path = Field(default=Path("var/artifacts"))
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
+    max_payload_depth: int = Field(
+        default=64,
+        gt=0,
+        le=500,
+        description="Payloads nested deeper than this (objects and lists) are refused at "
+        "enqueue, before any recursive walk could raise RecursionError.",
+    )
     dispatch_horizon_seconds: float = Field(
         default=60.0,
         gt=0,

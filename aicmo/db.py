@@ -102,7 +102,9 @@ def create_db_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True
+        )
         _configure_sqlite(engine)
         return engine
     return create_engine(
@@ -114,6 +116,8 @@ def create_db_engine(url: str) -> Engine:
         # PostgreSQL is handled by the pool invalidating every connection on the first error.
         pool_pre_ping=get_settings().database_pre_ping,
         pool_recycle=1800,
+        # Bound parameters are customer data (a lead's e-mail): never in an error message.
+        hide_parameters=True,
     )
 
 

@@ -53,6 +53,26 @@ def format_validation_error(error: ValidationError) -> list[str]:
     return problems
 
 
+def _too_deep(value: Any, limit: int) -> str | None:
+    """The first place nested deeper than ``limit``, found without recursion (a deep enough
+    payload would make any recursive walk, json.dumps included, raise RecursionError)."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "payload")]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[tuple[Any, Any]] = item.items()
+        elif isinstance(item, list | tuple | set | frozenset):
+            children = enumerate(item)
+        else:
+            continue
+        if depth >= limit:
+            return f"{path}: nested deeper than {limit} levels"
+        for key, child in children:
+            if isinstance(child, dict | list | tuple | set | frozenset):
+                stack.append((child, depth + 1, f"{path}.{key}"))
+    return None
+
+
 def _find_bad_value(value: Any, path: str = "payload") -> str | None:
     """The first problem pydantic lets through: naive datetimes, NUL, lone surrogates."""
     if isinstance(value, BaseModel):
@@ -104,7 +124,9 @@ def validate_payload(spec: ActionType, payload: Any) -> dict[str, Any]:
             raise InvalidPayload(
                 spec.name, [f"payload: expected a JSON object, got {type(payload).__name__}"]
             )
-        raw_problem = _find_bad_value(payload)
+        raw_problem = _too_deep(payload, get_settings().max_payload_depth) or _find_bad_value(
+            payload
+        )
         if raw_problem:
             raise InvalidPayload(spec.name, [raw_problem])
         # Measure before validating: a huge payload is refused for its size, cheaply.

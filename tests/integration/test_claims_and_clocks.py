@@ -99,3 +99,26 @@ def test_a_worker_minutes_behind_and_a_sweeper_minutes_ahead_never_expire_a_live
         assert book.events(action_id) == ["CLAIMED", "SUCCEEDED"]
         assert book.effects(f"clock-{n}") == [(f"clock-{n}", action_id, 1)]
     assert_nothing_stranded()
+
+
+def test_a_handlers_sql_error_keeps_its_bound_parameters_out_of_last_error_and_the_log(
+    book: Book,
+) -> None:
+    from sqlalchemy import select
+
+    from aicmo.orchestration.models import AOLExecutionLog
+
+    pii = "alice.lead@example.com"
+    with session_scope() as s:
+        action = ActionQueue.enqueue_action(s, "T_SQL_ERROR", {"tag": pii})
+    outcome = Executor().run(action.id, "T_SQL_ERROR")
+    assert outcome.kind is OutcomeKind.DEAD_LETTERED
+    row = book.action(action.id)
+    with session_scope() as s:
+        logged = list(
+            s.scalars(select(AOLExecutionLog.error).where(AOLExecutionLog.action_id == action.id))
+        )
+    # What Flower shows is this same text (the task raises with the outcome's error).
+    for text_ in (row.last_error, outcome.error, *filter(None, logged)):
+        assert pii not in text_, text_
+    assert "IntegrityError" in row.last_error and "test_effects" in row.last_error
