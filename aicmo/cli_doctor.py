@@ -37,7 +37,7 @@ def doctor(repair: bool, checks: tuple[str, ...], list_checks: bool, as_json: bo
     (deploy it back, or `aicmo actions cancel`). Exits 0 when nothing is stranded
     (after repair), 1 otherwise.
     """
-    from aicmo.db import session_scope
+    from aicmo.db import session_factory
     from aicmo.ops import doctor as ops
 
     if list_checks:
@@ -50,8 +50,10 @@ def doctor(repair: bool, checks: tuple[str, ...], list_checks: bool, as_json: bo
             f"{', '.join(sorted(unknown))}; choose from {', '.join(_check_names())}",
             param_hint="--check",
         )
-    with session_scope() as session:
+    # A plain session: a repair commits its own steps before the sweeper takes over.
+    with session_factory()() as session:
         report = ops.run(session, repair=repair, checks=list(checks) or None)
+        session.commit()
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:

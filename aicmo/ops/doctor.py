@@ -369,7 +369,10 @@ def find(session: Session, checks: Sequence[str] | None = None) -> list[Finding]
 def run(
     session: Session, *, repair: bool = False, checks: Sequence[str] | None = None
 ) -> DoctorReport:
-    """The census; with ``repair``, fix what can be fixed safely, then count again."""
+    """The census; with ``repair``, fix what can be fixed safely, then count again.
+
+    A repair commits ``session`` (give it one that is not inside ``session.begin()``): the
+    sweeper steps it runs next read what it wrote."""
     selected = _selected(checks)
     report = DoctorReport(at=db_now(session))
     findings = {c.name: c.find(session) for c in selected}
