@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 
 from aicmo.config import get_settings
-from aicmo.db import session_scope, utcnow
+from aicmo.db import db_clock, session_scope
 from aicmo.orchestration.dispatch import Dispatch, Dispatcher, get_dispatcher
 from aicmo.orchestration.errors import (
     EnqueueError,
@@ -383,7 +383,7 @@ class ActionQueue:
         ``action_type``, ``payload``, ``idempotency_key`` and ``not_before``. Every item is
         validated before anything is written; an invalid one raises naming its index.
         """
-        now = utcnow()
+        now = db_clock(session)
         prepared: list[PreparedAction] = []
         for index, item in enumerate(actions):
             try:
@@ -467,7 +467,7 @@ def _enqueue_one(
     idempotency_key: str | None,
     not_before: datetime | None,
 ) -> tuple[AOLAction, bool]:
-    now = utcnow()
+    now = db_clock(session)  # due and queued-at times are compared by other processes
     prepared = prepare(action_type, payload, idempotency_key, not_before, now)
     row = prepared.row(now)
     new_id = _insert_one(session, row)

@@ -122,3 +122,39 @@ def test_a_handlers_sql_error_keeps_its_bound_parameters_out_of_last_error_and_t
     for text_ in (row.last_error, outcome.error, *filter(None, logged)):
         assert pii not in text_, text_
     assert "IntegrityError" in row.last_error and "test_effects" in row.last_error
+
+
+PRODUCER = """
+import sys, tasks
+from aicmo.db import session_scope
+from aicmo.orchestration.queue import ActionQueue
+with session_scope() as s:
+    print(ActionQueue.enqueue_action(s, "T_ISOLATED_EFFECT", {"tag": sys.argv[1]}).id)
+"""
+
+
+@pytest.mark.parametrize("offset", ["+5m", "-5m"])
+def test_a_producer_minutes_off_enqueues_on_the_databases_clock(
+    book: Book, log_dir: Path, offset: str
+) -> None:
+    from aicmo.db import db_now, get_engine
+
+    tag = f"producer{offset}"
+    made = subprocess.run(
+        [FAKETIME, "-f", offset, sys.executable, "-c", PRODUCER, tag],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    action_id = int(made.stdout.strip().splitlines()[-1])
+    row = book.action(action_id)
+    skew = abs((row.not_before_utc - db_now(get_engine())).total_seconds())
+    assert skew < 30, f"due {row.not_before_utc}: {skew:.0f}s off the database's clock"
+    process = worker(log_dir, concurrency=1, extra=["-Q", "isolated"]).start()
+    try:
+        book.wait_status(action_id, "SUCCESS", timeout=30)
+    finally:
+        process.stop()
+    assert book.effects(tag) == [(tag, action_id, 1)]
