@@ -671,7 +671,7 @@ def pause(action_type: str | None, reason: str | None, as_json: bool) -> None:
 @json_option
 def resume(action_type: str | None, as_json: bool) -> None:
     """Lift a pause; the actions it held back are sent at once."""
-    from aicmo.db import utcnow
+    from aicmo.db import db_now
     from aicmo.orchestration import manager
     from aicmo.orchestration.sweeper import Sweeper
 
@@ -683,7 +683,7 @@ def resume(action_type: str | None, as_json: bool) -> None:
         sweeper = Sweeper()
         paused_all, paused_types = sweeper.paused_scopes()
         if not paused_all:
-            sent = sweeper.dispatch_due(utcnow(), exclude_types=paused_types)
+            sent = sweeper.dispatch_due(db_now(sweeper.engine()), exclude_types=paused_types)
     if as_json:
         echo_json({"resumed": scope or "all", "held": held, "sent": sent})
         return

@@ -93,18 +93,19 @@ def check_broker(settings: Settings, timeout: float) -> CheckResult:
 
 
 def check_beat(settings: Settings, timeout: float) -> CheckResult:
-    from aicmo.db import session_scope, utcnow
+    from aicmo.db import db_now, session_scope
     from aicmo.orchestration.stats import SWEEP_HEARTBEAT, read_heartbeat
 
     limit = settings.health_max_sweep_age_seconds
     try:
         with session_scope(settings.database_url) as session:
             beat = read_heartbeat(session, SWEEP_HEARTBEAT)
+            now = db_now(session)  # the heartbeat was written on the database's clock
     except Exception as exc:
         return CheckResult("beat", False, f"cannot read the sweep heartbeat: {_first_line(exc)}")
     if beat is None:
         return CheckResult("beat", False, "the sweeper has never run (is beat running?)")
-    age = beat.age_seconds(utcnow())
+    age = beat.age_seconds(now)
     data = {"last_sweep_age_seconds": round(age, 3), "last_sweep_by": beat.by}
     if age > limit:
         return CheckResult(

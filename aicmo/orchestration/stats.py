@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from aicmo.db import session_scope, utcnow
+from aicmo.db import db_now, session_scope, utcnow
 from aicmo.orchestration.models import AOLAction, AOLControl
 from aicmo.orchestration.status import WAITING_STATUSES, ActionStatus
 
@@ -116,8 +116,10 @@ def _round(value: float | None) -> float | None:
 def collect(
     session: Session, now: datetime | None = None, known_types: Iterable[str] = ()
 ) -> Stats:
-    """Counts by (type, status), age of the oldest due READY action, pauses, last sweep."""
-    now = now or utcnow()
+    """Counts by (type, status), age of the oldest due READY action, pauses, last sweep.
+
+    Ages are measured on the database's clock, the one the rows were written with."""
+    now = now or db_now(session)
     stats = Stats(at=now, known_types=sorted(known_types))
     for action_type, status, count in session.execute(
         select(AOLAction.action_type, AOLAction.status, func.count()).group_by(
@@ -173,9 +175,10 @@ def record_heartbeat(name: str, details: dict[str, Any] | None = None) -> None:
         "enabled": False,
         "reason": json.dumps(details, default=str) if details is not None else None,
         "updated_by": f"{socket.gethostname()}/{os.getpid()}",
-        "updated_at_utc": utcnow(),
     }
     with session_scope() as session:
+        # The database's clock: `aicmo health` on another host compares this with its now().
+        values["updated_at_utc"] = db_now(session)
         session.execute(_heartbeat_insert(session, values))
 
 

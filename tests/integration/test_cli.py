@@ -338,14 +338,15 @@ def test_stats_counts_ages_and_prometheus_text(shared_worker: CeleryProcess, boo
 
 
 def strand_one_of_each(database_url: str) -> dict[str, int]:
-    """What no process will move here (no beat runs in this test): one row per doctor check."""
+    """What no process will move here (no beat runs in this test, and no worker reads the
+    isolated queue): one row per doctor check."""
     from aicmo.db import get_engine
 
     rows = {
         "unknown_type": ("T_GONE", "READY", "NULL", "NULL"),
-        "lost_message": ("T_NOOP", "READY", "now() - interval '1 hour'", "NULL"),
-        "expired_lease": ("T_NOOP", "RUNNING", "NULL", "now() - interval '1 hour'"),
-        "overdue_pending": ("T_NOOP", "PENDING", "NULL", "NULL"),
+        "lost_message": ("T_ISOLATED_EFFECT", "READY", "now() - interval '1 hour'", "NULL"),
+        "expired_lease": ("T_ISOLATED_EFFECT", "RUNNING", "NULL", "now() - interval '1 hour'"),
+        "overdue_pending": ("T_ISOLATED_EFFECT", "PENDING", "NULL", "NULL"),
     }
     ids = {}
     with get_engine(database_url).begin() as conn:
@@ -355,7 +356,7 @@ def strand_one_of_each(database_url: str) -> dict[str, int]:
                     "INSERT INTO aol_actions (idempotency_key, action_type, payload_json,"
                     " status, not_before_utc, attempts, max_attempts, created_at_utc,"
                     " updated_at_utc, queued_at_utc, lease_expires_at_utc, claimed_by)"
-                    f" VALUES (:key, :type, '{{}}'::jsonb, :status,"
+                    f' VALUES (:key, :type, \'{{"tag": "s"}}\'::jsonb, :status,'
                     " now() - interval '2 hours', 1, 3, now() - interval '2 hours',"
                     f" now() - interval '2 hours', {queued_at}, {lease}, 'gone/1/x')"
                     " RETURNING id"
