@@ -212,7 +212,7 @@ def test_rows_of_an_unregistered_type_are_set_aside_and_never_block_the_batch(
     book: Book, redis_client: Any
 ) -> None:
     from aicmo.orchestration.registry import ActionType, registry
-    from aicmo.orchestration.stats import collect
+    from aicmo.orchestration.stats import collect, prometheus_text
     from tests.support.actions import NoopPayload, noop
 
     gone = insert_gone_rows()
@@ -240,8 +240,10 @@ def test_rows_of_an_unregistered_type_are_set_aside_and_never_block_the_batch(
         assert book.events(action_id) == ["SET_ASIDE"]
 
     with session_scope() as s:
-        assert collect(s, known_types=registry.names()).as_dict()["set_aside"] == {"T_GONE": 3}
+        stats = collect(s, known_types=registry.names())
         findings = doctor.find(s)
+    assert stats.as_dict()["set_aside"] == {"T_GONE": 3}
+    assert 'aicmo_set_aside{type="T_GONE"} 3' in prometheus_text(stats)
     assert sorted(f.subject for f in findings if f.check == "unknown_type") == [
         f"action {i}" for i in sorted(gone)
     ]
