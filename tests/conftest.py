@@ -66,8 +66,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if "database_created" in _state:
         services.drop_database(_state["services"].database_name)
     services.release_redis_db(_state.get("redis_db", 15), RUN_ID)
-    if not os.environ.get("H1_KEEP"):
-        shutil.rmtree(_state.get("tmp", ""), ignore_errors=True)
+    shutil.rmtree(_state.get("tmp", ""), ignore_errors=True)
 
 
 def _require_services() -> services.TestServices:

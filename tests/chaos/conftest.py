@@ -64,10 +64,16 @@ def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
 @pytest.fixture
 def chaos_workers(log_dir: Path) -> Iterator[list[CeleryProcess]]:
     """Two worker processes on the isolated queue; tests kill and restart them at will."""
-    started = [worker(log_dir, concurrency=1, extra=["-Q", "isolated"]).start() for _ in range(2)]
-    yield started
-    for process in started:
-        process.stop()
+    started: list[CeleryProcess] = []
+    try:
+        for _ in range(2):
+            # Appended before start: one that fails to start must not orphan the other.
+            started.append(worker(log_dir, concurrency=1, extra=["-Q", "isolated"]))
+            started[-1].start()
+        yield started
+    finally:
+        for process in started:
+            process.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
