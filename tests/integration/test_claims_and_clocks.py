@@ -54,6 +54,36 @@ def test_a_claim_whose_reply_was_lost_is_recognised_as_its_own_by_the_retry(
     assert_nothing_stranded()
 
 
+def test_a_claim_lost_with_the_database_down_is_recognised_by_the_messages_next_delivery(
+    book: Book, database_url: str
+) -> None:
+    """The reply is lost and the reconnect fails too: the task layer retries the message
+    later (DatabaseUnavailable); that delivery, in the same worker process, asks with the
+    token of the unanswered claim."""
+    from aicmo.orchestration.executor import DatabaseUnavailable
+
+    with session_scope() as s:
+        action = ActionQueue.enqueue_action(s, "T_ISOLATED_EFFECT", {"tag": "lost-twice"})
+    original = make_url(database_url)
+    with DroppingProxy((original.host or "127.0.0.1", original.port or 5432)) as proxy:
+        url = original.set(host="127.0.0.1", port=proxy.port)
+        engine = create_db_engine(url.render_as_string(hide_password=False))
+        executor = Executor(engine=engine)
+        proxy.arm(b"UPDATE aol_actions SET status = 'RUNNING'", then_refuse=1)
+        try:
+            with pytest.raises(DatabaseUnavailable):
+                executor.run(action.id, "T_ISOLATED_EFFECT")
+            assert book.action(action.id).status == "RUNNING"  # committed, unanswered
+            outcome = executor.run(action.id, "T_ISOLATED_EFFECT")  # the message's retry
+        finally:
+            engine.dispose()
+    assert outcome.kind is OutcomeKind.SUCCEEDED, outcome
+    assert (book.action(action.id).status, book.action(action.id).attempts) == ("SUCCESS", 1)
+    assert book.events(action.id) == ["CLAIMED", "SUCCEEDED"]
+    assert book.effects("lost-twice") == [("lost-twice", action.id, 1)]
+    assert_nothing_stranded()
+
+
 SWEEP_LOOP = """
 import time, tasks
 from aicmo.orchestration.sweeper import Sweeper
@@ -84,7 +114,7 @@ def test_a_worker_minutes_behind_and_a_sweeper_minutes_ahead_never_expire_a_live
             for n in range(3):
                 ids.append(
                     ActionQueue.enqueue_action(
-                        s, "T_SLOW_EFFECT", {"tag": f"clock-{n}", "sleep": 2.5}
+                        s, "T_SLOW_EFFECT", {"tag": f"clock-{n}", "sleep": 1.5}
                     ).id
                 )
         book.wait_all(ids, "SUCCESS", timeout=60)
@@ -158,3 +188,4 @@ def test_a_producer_minutes_off_enqueues_on_the_databases_clock(
     finally:
         process.stop()
     assert book.effects(tag) == [(tag, action_id, 1)]
+    assert_nothing_stranded()

@@ -18,6 +18,7 @@ from aicmo.orchestration.models import AOLAction
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.orchestration.sweeper import Sweeper
 from tests.conftest import Book
+from tests.support.doctor import assert_nothing_stranded
 from tests.support.processes import beat, wait_for, worker
 from tests.support.recording import RecordingDispatcher
 
@@ -329,3 +330,4 @@ def test_under_a_steady_backlog_a_lost_message_is_resent_and_runs(
             process.stop()
     assert min(during) > 0, "the backlog drained: this proves nothing about a busy queue"
     assert book.effects("lost") == [("lost", lost_id, 1)]
+    assert_nothing_stranded()

@@ -35,15 +35,24 @@ class DroppingProxy:
         self.port: int = self.listener.getsockname()[1]
         self.dropped = threading.Event()
         self._marker: bytes | None = None
+        self._refuse = 0
+        self._after_drop = 0
         self._lock = threading.Lock()
         self._links: list[_Link] = []
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def arm(self, marker: bytes) -> None:
-        """Lose the answer to the next statement whose text contains ``marker`` (once)."""
+    def arm(self, marker: bytes, then_refuse: int = 0) -> None:
+        """Lose the answer to the next statement whose text contains ``marker`` (once), and
+        refuse the ``then_refuse`` connections that follow."""
         with self._lock:
             self._marker = marker
+            self._after_drop = then_refuse
+
+    def refuse(self, count: int) -> None:
+        """Close the next ``count`` new connections at once (the database looks down)."""
+        with self._lock:
+            self._refuse = count
 
     def _accept(self) -> None:
         while not self._closed:
@@ -51,6 +60,12 @@ class DroppingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            with self._lock:
+                refused = self._refuse > 0
+                self._refuse -= 1 if refused else 0
+            if refused:
+                client.close()
+                continue
             server = socket.create_connection(self.upstream)
             link = _Link(client, server)
             self._links.append(link)
@@ -82,6 +97,8 @@ class DroppingProxy:
                         break
                     kind, held = held[0:1], held[1 + size :]
                     if kind == b"Z":  # ReadyForQuery: the statement is over, committed
+                        with self._lock:
+                            self._refuse = self._after_drop
                         self.dropped.set()
                         link.close()
                         return
