@@ -381,6 +381,9 @@ def run(
         for check in selected:
             fixable = [f for f in findings[check.name] if f.repairable]
             if fixable and check.repair is not None:
+                # End the census's transaction first: on SQLite it holds the write lock the
+                # sweeper steps of a repair need.
+                session.commit()
                 report.repaired.extend(
                     f"{check.name}: {line}" for line in check.repair(session, fixable)
                 )

@@ -487,6 +487,30 @@ def test_health_reports_a_missing_schema(tmp_path: Path) -> None:
     assert "no aicmo schema yet" in listing.stderr and "Traceback" not in listing.stderr
 
 
+def test_doctor_repairs_on_the_embedded_sqlite_default(tmp_path: Path) -> None:
+    """SQLite locks the whole file for a writer: the census must let go before it repairs."""
+    import sqlite3
+
+    env = {
+        "AICMO_DATABASE_URL": f"sqlite:///{tmp_path}/aicmo.db",
+        "AICMO_BROKER_URL": "filesystem://",
+        "AICMO_BROKER_DIR": str(tmp_path / "broker"),
+    }
+    assert aicmo_process("db", "upgrade", env=env).returncode == 0
+    with sqlite3.connect(tmp_path / "aicmo.db") as db:
+        db.execute(
+            "INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,"
+            " not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc)"
+            " VALUES ('late', 'T_NOOP', '{}', 'PENDING', '2026-01-01 00:00:00.000000', 0, 3,"
+            " '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')"
+        )
+    repaired = aicmo_process("doctor", "--repair", "--json", env=env)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    report = json.loads(repaired.stdout)
+    assert report["found_before_repair"] == 1 and report["stranded"] == 0
+    assert report["repaired"] == ["overdue_pending: ran the dispatch step: 1 action(s) sent"]
+
+
 # -- campaigns, leads and the review gate (through aicmo.cam) -------------------------------
 
 CAMPAIGN = {
