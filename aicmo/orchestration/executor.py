@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # A message may reach a worker whose clock runs slightly behind the producer's.
 CLAIM_SKEW = timedelta(seconds=1)
 MAX_ERROR_LENGTH = 4000
+MAX_UNANSWERED = 10_000
 
 
 class OutcomeKind(StrEnum):
@@ -188,13 +189,13 @@ class Executor:
                 )
                 break
             except StoreUnavailable as exc:
-                self._unanswered[action_id] = token
+                self._remember_unanswered(action_id, token)
                 raise DatabaseUnavailable(describe_error(exc)) from exc
             except (OperationalError, InterfaceError) as exc:
                 # A restarted PostgreSQL leaves dead connections in the pool; the first error
                 # invalidates them all, so one immediate second try usually gets through.
                 if attempt == 2 or not getattr(exc, "connection_invalidated", False):
-                    self._unanswered[action_id] = token
+                    self._remember_unanswered(action_id, token)
                     raise DatabaseUnavailable(describe_error(exc)) from exc
         if claimed is not None:
             if log.isEnabledFor(logging.DEBUG):
@@ -214,6 +215,12 @@ class Executor:
             return claimed
         with Session(self._engine()) as session, session.begin():
             return self._why_not_claimed(session, action_id, spec, db_now(session))
+
+    def _remember_unanswered(self, action_id: int, token: str) -> None:
+        # Bounded: after a long outage the oldest are forgotten (their leases end anyway).
+        while len(self._unanswered) >= MAX_UNANSWERED:
+            self._unanswered.pop(next(iter(self._unanswered)))
+        self._unanswered[action_id] = token
 
     def _why_not_claimed(
         self, session: Session, action_id: int, spec: ActionType, now: datetime
