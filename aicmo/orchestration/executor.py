@@ -45,7 +45,8 @@ from aicmo.orchestration.store import ActionStore, Claimed, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-# A message may reach a worker whose clock runs slightly behind the producer's.
+# "Due" is judged by the database's clock; a producer writes due times with its measured
+# offset to that clock (aicmo.db.db_clock), which may be a little off: allow for it.
 CLAIM_SKEW = timedelta(seconds=1)
 MAX_ERROR_LENGTH = 4000
 MAX_UNANSWERED = 10_000

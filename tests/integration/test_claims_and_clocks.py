@@ -7,7 +7,9 @@ sweeper process).
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -106,6 +108,8 @@ def test_a_worker_minutes_behind_and_a_sweeper_minutes_ahead_never_expire_a_live
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=(log_dir / "fast-sweeper.log").open("ab"),
+        # faketime forks its program: stop the whole group, or the sweeper outlives the test.
+        start_new_session=True,
     )
     try:
         slow.start()
@@ -120,7 +124,7 @@ def test_a_worker_minutes_behind_and_a_sweeper_minutes_ahead_never_expire_a_live
         book.wait_all(ids, "SUCCESS", timeout=60)
         time.sleep(1.0)  # a few more sweeps by the clock that runs ahead
     finally:
-        sweeper.terminate()
+        os.killpg(sweeper.pid, signal.SIGKILL)
         sweeper.wait(timeout=10)
         slow.stop()
     for n, action_id in enumerate(ids):
