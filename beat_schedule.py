@@ -28,7 +28,7 @@ from aicmo.config import Settings, get_settings
 
 def build_schedule(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     s = settings or get_settings()
-    route: dict[str, Any] = {"queue": s.beat_queue} if s.beat_queue else {}
+    route: dict[str, Any] = {"queue": s.beat_queue}
     ticks = s.beat_ticks_interval_seconds
     # A late cam.schedule_ticks still enqueues every slot within the tolerance of its own
     # "now", so it is worth running until tolerance - interval: past that, a gap could open.

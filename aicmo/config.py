@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     )
     artifact_dir: Path = Field(default=Path("var/artifacts"))
     max_payload_bytes: int = Field(default=256 * 1024, gt=0)
+    max_payload_depth: int = Field(
+        default=64,
+        gt=0,
+        le=500,
+        description="Payloads nested deeper than this (objects and lists) are refused at "
+        "enqueue, before any recursive walk could raise RecursionError.",
+    )
     dispatch_horizon_seconds: float = Field(
         default=60.0,
         gt=0,
@@ -116,7 +123,14 @@ class Settings(BaseSettings):
         default=60.0,
         gt=0,
         description="A READY/RETRY action whose message was due this long ago and is still "
-        "unclaimed is re-sent by the sweeper (when its queue is empty).",
+        "unclaimed is re-sent by the sweeper when its queue is empty.",
+    )
+    resend_backlog_factor: float = Field(
+        default=10.0,
+        ge=1,
+        description="Under a backlog (its queue not empty) a READY/RETRY action is re-sent "
+        "once its message is this many resend grace periods late: the wait is bounded, and "
+        "a row gets at most one extra message per such period.",
     )
     lease_margin_seconds: float = Field(
         default=30.0,
@@ -125,6 +139,12 @@ class Settings(BaseSettings):
     )
     sweep_batch_size: int = Field(default=5000, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    doctor_grace_sweeps: float = Field(
+        default=3.0,
+        gt=0,
+        description="`aicmo doctor` reports a row the sweeper should have moved once it is "
+        "this many sweep intervals late (a sweep in progress is not a finding).",
+    )
 
     # -- default retry policy (a type may declare its own) ------------------------------
     retry_max_attempts: int = Field(default=5, ge=1)
@@ -448,10 +468,12 @@ class Settings(BaseSettings):
         return resolved
 
     # -- beat ------------------------------------------------------------------------------
-    beat_queue: str | None = Field(
-        default=None,
-        description="Queue of beat's own tasks (aol.sweep, cam.*, aol.purge); default: the "
-        "actions' default queue. A dedicated queue keeps them from waiting behind a backlog.",
+    beat_queue: str = Field(
+        default="aol.beat",
+        min_length=1,
+        description="Queue of beat's own tasks (aol.sweep, cam.*, aol.purge), kept apart from "
+        "the actions' queues so a backlog of actions never delays a sweep. Every worker "
+        "consumes it unless started with -Q (then list it).",
     )
     beat_ticks_interval_seconds: float = Field(
         default=60.0, gt=0, description="How often beat sends cam.schedule_ticks."

@@ -7,13 +7,14 @@ connections, so the cache is keyed by pid as well as by URL.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -103,7 +104,7 @@ def create_db_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         busy_ms = int(get_settings().sqlite_busy_timeout_seconds * 1000)
-        engine = create_engine(url, connect_args={"timeout": busy_ms / 1000})
+        engine = create_engine(url, connect_args={"timeout": busy_ms / 1000}, hide_parameters=True)
         _configure_sqlite(engine, busy_ms)
         return engine
     return create_engine(
@@ -115,6 +116,8 @@ def create_db_engine(url: str) -> Engine:
         # PostgreSQL is handled by the pool invalidating every connection on the first error.
         pool_pre_ping=get_settings().database_pre_ping,
         pool_recycle=1800,
+        # Bound parameters are customer data (a lead's e-mail): never in an error message.
+        hide_parameters=True,
     )
 
 
@@ -156,6 +159,50 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
             yield session
     finally:
         session.close()
+
+
+def db_now(bind: Engine | Any) -> datetime:
+    """The database's clock: the one time every process compares against.
+
+    PostgreSQL's ``now()``; SQLite runs in this process, on this host, so its clock is this
+    host's (every process sharing an SQLite file shares one host clock).
+    """
+    dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
+    if dialect.name != "postgresql":
+        return utcnow()
+    if isinstance(bind, Engine):
+        with bind.connect() as conn:
+            value = conn.exec_driver_sql("SELECT now()").scalar_one()
+    else:
+        value = bind.execute(text("SELECT now()")).scalar_one()
+    return value.astimezone(UTC)
+
+
+# How far the database's clock is from this host's, per database, re-measured this often:
+# enqueue reads "now" on every call, and a round trip each time would cost more than the insert.
+CLOCK_REFRESH_SECONDS = 30.0
+_clock_offsets: dict[str, tuple[float, timedelta]] = {}
+
+
+def db_clock(session: Session | Connection) -> datetime:
+    """The database's "now" without a round trip: this host's clock plus the measured offset.
+
+    The offset is measured (``clock_timestamp()``, halfway through the round trip) at most every
+    CLOCK_REFRESH_SECONDS, so a host whose clock is minutes off still writes due times and
+    queued-at times on the database's clock. SQLite: this host's clock (see :func:`db_now`).
+    """
+    bind = session.get_bind() if isinstance(session, Session) else session
+    if bind.dialect.name != "postgresql":
+        return utcnow()
+    key = str(bind.engine.url)
+    found = _clock_offsets.get(key)
+    if found is None or time.monotonic() - found[0] > CLOCK_REFRESH_SECONDS:
+        before = utcnow()
+        value = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+        after = utcnow()
+        offset = value.astimezone(UTC) - (before + (after - before) / 2)
+        found = _clock_offsets[key] = (time.monotonic(), offset)
+    return utcnow() + found[1]
 
 
 def rowcount(result: Any) -> int:

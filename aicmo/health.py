@@ -4,7 +4,9 @@
 * broker: a connection can be opened within the timeout;
 * beat: the sweeper ran recently (the ``aol.sweep`` task records a heartbeat each run, so
   this also needs a worker to run it);
-* workers: at least one answers a Celery ping.
+* workers: at least one answers a Celery ping;
+* stranded: ``aicmo doctor`` finds nothing that no process will move (an action of an
+  unregistered type, a lost message no resend will cover, an expired lease no sweep took).
 
 The Celery app is imported by name (``AICMO_CELERY_APP``), as the dispatcher does, so this
 module never depends on ``tasks/`` statically.
@@ -91,18 +93,19 @@ def check_broker(settings: Settings, timeout: float) -> CheckResult:
 
 
 def check_beat(settings: Settings, timeout: float) -> CheckResult:
-    from aicmo.db import session_scope, utcnow
+    from aicmo.db import db_now, session_scope
     from aicmo.orchestration.stats import SWEEP_HEARTBEAT, read_heartbeat
 
     limit = settings.health_max_sweep_age_seconds
     try:
         with session_scope(settings.database_url) as session:
             beat = read_heartbeat(session, SWEEP_HEARTBEAT)
+            now = db_now(session)  # the heartbeat was written on the database's clock
     except Exception as exc:
         return CheckResult("beat", False, f"cannot read the sweep heartbeat: {_first_line(exc)}")
     if beat is None:
         return CheckResult("beat", False, "the sweeper has never run (is beat running?)")
-    age = beat.age_seconds(utcnow())
+    age = beat.age_seconds(now)
     data = {"last_sweep_age_seconds": round(age, 3), "last_sweep_by": beat.by}
     if age > limit:
         return CheckResult(
@@ -128,11 +131,35 @@ def check_workers(settings: Settings, timeout: float) -> CheckResult:
     )
 
 
+def check_stranded(settings: Settings, timeout: float) -> CheckResult:
+    from aicmo.db import session_scope
+    from aicmo.ops import doctor
+
+    try:
+        with session_scope(settings.database_url) as session:
+            findings = doctor.find(session)
+    except Exception as exc:
+        return CheckResult("stranded", False, f"doctor could not run: {_first_line(exc)}")
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding.check] = counts.get(finding.check, 0) + 1
+    if not findings:
+        return CheckResult("stranded", True, "nothing stranded", data={"stranded": 0})
+    listed = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+    return CheckResult(
+        "stranded",
+        False,
+        f"{len(findings)} stranded ({listed}): see `aicmo doctor`",
+        data={"stranded": len(findings), "by_check": counts},
+    )
+
+
 CHECKS: dict[str, Callable[[Settings, float], CheckResult]] = {
     "database": check_database,
     "broker": check_broker,
     "beat": check_beat,
     "workers": check_workers,
+    "stranded": check_stranded,
 }
 
 

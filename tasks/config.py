@@ -38,7 +38,8 @@ def queue(name: str) -> Queue:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    queues = sorted({DEFAULT_QUEUE, *(spec.queue for spec in registry)})
+    # Beat's queue is among them, so a worker started without -Q consumes it too.
+    queues = sorted({DEFAULT_QUEUE, settings.beat_queue, *(spec.queue for spec in registry)})
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": broker_options(settings),

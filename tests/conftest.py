@@ -130,9 +130,12 @@ def log_dir() -> Path:
 @pytest.fixture(scope="session")
 def shared_worker(celery_app: Any, log_dir: Path) -> Iterator[CeleryProcess]:
     """One prefork worker (-c 2) for every test that only needs actions to run. It reads the
-    "aol" queue only: the "isolated" queue belongs to workers a test starts, kills and restarts
-    on its own."""
-    process = worker(log_dir, concurrency=2, extra=["-Q", "aol"]).start()
+    "aol" queue and beat's ("aol.beat"): the "isolated" queue belongs to workers a test
+    starts, kills and restarts on its own."""
+    from aicmo.config import get_settings
+
+    queues = f"aol,{get_settings().beat_queue}"
+    process = worker(log_dir, concurrency=2, extra=["-Q", queues]).start()
     yield process
     process.stop()
 

@@ -8,7 +8,18 @@ unhealthy), 2 usage error (bad option or argument).
 One module per command group, each thin: parse the input, call ``aicmo.ops``, render.
 """
 
-from aicmo.cli import accounts, actions, campaigns, db, demo, messages, operate, serve, users
+from aicmo.cli import (
+    accounts,
+    actions,
+    campaigns,
+    db,
+    demo,
+    doctor,
+    messages,
+    operate,
+    serve,
+    users,
+)
 from aicmo.cli.base import main
 
 __all__ = [
@@ -17,6 +28,7 @@ __all__ = [
     "campaigns",
     "db",
     "demo",
+    "doctor",
     "main",
     "messages",
     "operate",

@@ -62,6 +62,11 @@ def stats(as_json: bool, prometheus: bool) -> None:
     out.print(f"DLQ size: [{'bold red' if found.dlq_size else 'green'}]{found.dlq_size}[/]")
     out.print("oldest READY action: " + ("none waiting" if oldest is None else f"{oldest:.1f}s"))
     out.print("paused: " + (", ".join(found.paused) if found.paused else "no"))
+    if found.set_aside:
+        listed = ", ".join(f"{t} ({n})" for t, n in found.set_aside.items())
+        out.print(
+            f"[bold red]set aside[/] (type not registered here; see `aicmo doctor`): {listed}"
+        )
     sweep = found.last_sweep
     out.print(
         "last sweep: " + ("never" if sweep is None else f"{ago(sweep.at, found.at)} by {sweep.by}")
@@ -121,7 +126,8 @@ def resume(action_type: str | None, as_json: bool) -> None:
 )
 @json_option
 def health(checks: tuple[str, ...], timeout: float | None, as_json: bool) -> None:
-    """Check the database (and its schema), the broker, beat's last sweep and the workers.
+    """Check the database (and its schema), the broker, beat's last sweep, the workers, and
+    that `aicmo doctor` finds nothing stranded.
 
     Exits 0 when every check passes and 1 otherwise, so it serves as a container probe,
     e.g. `aicmo health -c database -c broker`.

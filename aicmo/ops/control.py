@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aicmo.db import session_scope, utcnow
+from aicmo.db import db_now, session_scope
 from aicmo.orchestration import manager
 
 
@@ -32,5 +32,5 @@ def resume(action_type: str | None, by: str) -> dict[str, Any]:
         sweeper = Sweeper()
         paused_all, paused_types = sweeper.paused_scopes()
         if not paused_all:
-            sent = sweeper.dispatch_due(utcnow(), exclude_types=paused_types)
+            sent = sweeper.dispatch_due(db_now(sweeper.engine()), exclude_types=paused_types)
     return {"resumed": scope or "all", "held": held, "sent": sent}

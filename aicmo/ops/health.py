@@ -7,7 +7,7 @@ from typing import Any
 
 from aicmo.health import run_checks
 
-HEALTH_CHECKS = ("database", "broker", "beat", "workers")
+HEALTH_CHECKS = ("database", "broker", "beat", "workers", "stranded")
 # What a load balancer asks before sending traffic to a web process: workers are not its
 # business (the web service answers webhooks and pages without them).
 READINESS_CHECKS = ("database", "broker", "beat")

@@ -32,7 +32,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from aicmo.config import Settings, get_settings
-from aicmo.db import get_engine, utcnow
+from aicmo.db import db_now, get_engine, utcnow
 from aicmo.orchestration.artifacts import ArtifactWriter, artifact_fields
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.errors import Deferred, LeaseLost, PermanentError, TransientError
@@ -45,9 +45,11 @@ from aicmo.orchestration.store import ActionStore, Claimed, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-# A message may reach a worker whose clock runs slightly behind the producer's.
+# "Due" is judged by the database's clock; a producer writes due times with its measured
+# offset to that clock (aicmo.db.db_clock), which may be a little off: allow for it.
 CLAIM_SKEW = timedelta(seconds=1)
 MAX_ERROR_LENGTH = 4000
+MAX_UNANSWERED = 10_000
 
 
 class OutcomeKind(StrEnum):
@@ -73,8 +75,12 @@ class Outcome:
     result: dict[str, Any] | None = None
     # What the handler (or the payload's validation) raised, for callers that re-raise it.
     exception: BaseException | None = field(default=None, compare=False, repr=False)
+    # Seconds until retry_at, measured on the database's clock (this host's may be off).
+    delay: float | None = None
 
     def retry_in(self, now: datetime | None = None) -> float:
+        if self.delay is not None:
+            return max(0.0, self.delay)
         if self.retry_at is None:
             return 0.0
         return max(0.0, (self.retry_at - (now or utcnow())).total_seconds())
@@ -116,6 +122,9 @@ class Executor:
     _store: ActionStore | None = field(default=None, init=False, repr=False)
     _tokens: itertools.count[int] = field(default_factory=itertools.count, init=False, repr=False)
     _nonce: str = field(default_factory=lambda: uuid.uuid4().hex[:6], init=False, repr=False)
+    # action id -> token of a claim whose answer never came (the database was unreachable):
+    # the message's retry asks first whether that claim went through.
+    _unanswered: dict[int, str] = field(default_factory=dict, init=False, repr=False)
 
     def _engine(self) -> Engine:
         return self.engine or get_engine(self.settings.database_url)
@@ -139,8 +148,9 @@ class Executor:
         """Claim, run and record one action. ``payload``: validate and run this one instead of
         the row's (the original's direct ``handle_*`` calls pass theirs)."""
         spec = registry.get(action_type)
-        token = self.new_token()
-        claimed = self._claim(action_id, spec, token)
+        unanswered = self._unanswered.pop(action_id, None)
+        token = unanswered or self.new_token()
+        claimed = self._claim(action_id, spec, token, reclaim=unanswered is not None)
         if isinstance(claimed, Outcome):
             return claimed
         action = AOLAction(
@@ -171,25 +181,30 @@ class Executor:
 
     # -- claim -----------------------------------------------------------------------------
 
-    def _claim(self, action_id: int, spec: ActionType, token: str) -> Claimed | Outcome:
+    def _claim(
+        self, action_id: int, spec: ActionType, token: str, *, reclaim: bool = False
+    ) -> Claimed | Outcome:
+        """``reclaim``: ``token`` was in flight when the database went away; its claim may
+        have committed, so "RUNNING under this token" counts as claimed."""
         for attempt in (1, 2):
-            now = utcnow()
             try:
                 claimed = self.store.claim(
                     action_id,
                     spec.name,
                     token,
-                    now=now,
-                    due=now + CLAIM_SKEW,
-                    lease=now + timedelta(seconds=spec.lease_seconds()),
+                    lease_seconds=spec.lease_seconds(),
+                    skew_seconds=CLAIM_SKEW.total_seconds(),
+                    reclaim=reclaim or attempt == 2,
                 )
                 break
             except StoreUnavailable as exc:
+                self._remember_unanswered(action_id, token)
                 raise DatabaseUnavailable(describe_error(exc)) from exc
             except (OperationalError, InterfaceError) as exc:
                 # A restarted PostgreSQL leaves dead connections in the pool; the first error
                 # invalidates them all, so one immediate second try usually gets through.
                 if attempt == 2 or not getattr(exc, "connection_invalidated", False):
+                    self._remember_unanswered(action_id, token)
                     raise DatabaseUnavailable(describe_error(exc)) from exc
         if claimed is not None:
             if log.isEnabledFor(logging.DEBUG):
@@ -208,7 +223,13 @@ class Executor:
                 )
             return claimed
         with Session(self._engine()) as session, session.begin():
-            return self._why_not_claimed(session, action_id, spec, now)
+            return self._why_not_claimed(session, action_id, spec, db_now(session))
+
+    def _remember_unanswered(self, action_id: int, token: str) -> None:
+        # Bounded: after a long outage the oldest are forgotten (their leases end anyway).
+        while len(self._unanswered) >= MAX_UNANSWERED:
+            self._unanswered.pop(next(iter(self._unanswered)))
+        self._unanswered[action_id] = token
 
     def _why_not_claimed(
         self, session: Session, action_id: int, spec: ActionType, now: datetime
@@ -248,7 +269,10 @@ class Executor:
                 )
                 return Outcome(OutcomeKind.PAUSED, action_id, spec.name)
             if not_before > now:
-                return Outcome(OutcomeKind.NOT_DUE, action_id, spec.name, retry_at=not_before)
+                delay = (not_before - now).total_seconds()
+                return Outcome(
+                    OutcomeKind.NOT_DUE, action_id, spec.name, retry_at=not_before, delay=delay
+                )
         session.execute(
             insert(AOLExecutionLog).values(
                 action_id=action_id,
@@ -343,49 +367,39 @@ class Executor:
         exc: BaseException,
         started: float,
     ) -> Outcome:
-        now = utcnow()
         if self.timeout_errors and isinstance(exc, self.timeout_errors):
             error = f"soft time limit of {spec.soft_time_limit:g}s exceeded"
         else:
             error = describe_error(exc)
         attempt = action.attempts
-        retry_at: datetime | None = None
-        queued_at: datetime | None = None
-        finished_at: datetime | None = None
+        delay: float | None = None
         deferred = isinstance(exc, Deferred)
         if self.is_permanent(exc):
             kind, status, event = OutcomeKind.FAILED, ActionStatus.FAILED, LogEvent.FAILED
-            finished_at = now
         elif attempt >= action.max_attempts and not deferred:
             kind, status, event = (
                 OutcomeKind.DEAD_LETTERED,
                 ActionStatus.DLQ,
                 LogEvent.DEAD_LETTERED,
             )
-            finished_at = now
         else:
             kind, status = OutcomeKind.RETRY, ActionStatus.RETRY
             event = LogEvent.DEFERRED if deferred else LogEvent.RETRY_SCHEDULED
             retry_after = exc.retry_after if isinstance(exc, TransientError) else None
-            delay = spec.retry.delay_for(attempt) if retry_after is None else retry_after
-            retry_at = now + timedelta(seconds=max(0.0, delay))
-            # Within the horizon the task layer sends the retry message itself (Celery's
-            # retry, with a countdown); beyond it the sweeper sends it when due.
-            if delay <= self.settings.dispatch_horizon_seconds:
-                queued_at = retry_at
+            delay = max(0.0, spec.retry.delay_for(attempt) if retry_after is None else retry_after)
         duration_ms = (time.monotonic() - started) * 1000
-        kept = self.store.fail(
+        # Within the horizon the task layer sends the retry message itself (Celery's retry,
+        # with a countdown); beyond it the sweeper sends it when due.
+        kept, retry_at = self.store.fail(
             claimed,
             token,
             status=status.value,
             event=event.value,
             error=error,
-            now=now,
             duration_ms=duration_ms,
-            not_before=retry_at,
-            queued_at=queued_at,
-            finished_at=finished_at,
-            details={"retry_at": retry_at.isoformat()} if retry_at else None,
+            retry_delay=delay,
+            queue_retry=delay is not None and delay <= self.settings.dispatch_horizon_seconds,
+            details={"retry_in_seconds": round(delay, 3)} if delay is not None else None,
             refund_attempt=deferred,
         )
         if not kept:
@@ -410,7 +424,14 @@ class Executor:
             },
         )
         return Outcome(
-            kind, action.id, spec.name, attempt, error=error, retry_at=retry_at, exception=exc
+            kind,
+            action.id,
+            spec.name,
+            attempt,
+            error=error,
+            retry_at=retry_at,
+            delay=delay,
+            exception=exc,
         )
 
     def _lease_lost(self, action: AOLAction, token: str, started: float) -> Outcome:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from aicmo.db import rowcount, utcnow
+from aicmo.db import db_clock, rowcount, utcnow
 from aicmo.orchestration.dispatch import Dispatch
 from aicmo.orchestration.errors import ActionNotFound, InvalidTransition
 from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
@@ -55,7 +55,7 @@ def replay(session: Session, action_id: int, by: str = "operator") -> AOLAction:
 def replay_many(session: Session, action_ids: Sequence[int], by: str = "operator") -> list[int]:
     if not action_ids:
         return []
-    now = utcnow()
+    now = db_clock(session)  # due and queued-at: compared by the sweeper and the claim
     previous = dict(
         session.execute(
             select(AOLAction.id, AOLAction.last_error).where(
@@ -127,7 +127,7 @@ def replay_dead_letters(
 
 def cancel(session: Session, action_id: int, by: str = "operator") -> AOLAction:
     """PENDING/READY/RETRY -> CANCELLED. A message already sent finds nothing to claim."""
-    now = utcnow()
+    now = db_clock(session)
     changed = rowcount(
         session.execute(
             update(AOLAction)

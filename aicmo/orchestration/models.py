@@ -284,10 +284,11 @@ class AOLControl(Base):
 # An AOLAction added to a session by hand (the original's way to enqueue) is checked and
 # completed as enqueue does it; the engine itself never inserts through the ORM.
 @event.listens_for(AOLAction, "before_insert")
-def _check_hand_built(_mapper: Any, _connection: Any, action: AOLAction) -> None:
+def _check_hand_built(_mapper: Any, connection: Any, action: AOLAction) -> None:
+    from aicmo.db import db_clock
     from aicmo.orchestration.queue import complete_hand_built
 
-    complete_hand_built(action)
+    complete_hand_built(action, db_clock(connection))
 
 
 @event.listens_for(AOLAction, "after_insert")

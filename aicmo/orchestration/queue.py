@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 
 from aicmo.config import get_settings
-from aicmo.db import session_scope, utcnow
+from aicmo.db import db_clock, session_scope
 from aicmo.orchestration.dispatch import Dispatch, Dispatcher, get_dispatcher
 from aicmo.orchestration.errors import (
     EnqueueError,
@@ -51,6 +51,26 @@ def format_validation_error(error: ValidationError) -> list[str]:
         where = ".".join(str(part) for part in item["loc"]) or "payload"
         problems.append(f"{where}: {item['msg']}")
     return problems
+
+
+def _too_deep(value: Any, limit: int) -> str | None:
+    """The first place nested deeper than ``limit``, found without recursion (a deep enough
+    payload would make any recursive walk, json.dumps included, raise RecursionError)."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "payload")]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[tuple[Any, Any]] = item.items()
+        elif isinstance(item, list | tuple | set | frozenset):
+            children = enumerate(item)
+        else:
+            continue
+        if depth >= limit:
+            return f"{path}: nested deeper than {limit} levels"
+        for key, child in children:
+            if isinstance(child, dict | list | tuple | set | frozenset):
+                stack.append((child, depth + 1, f"{path}.{key}"))
+    return None
 
 
 def _find_bad_value(value: Any, path: str = "payload") -> str | None:
@@ -104,7 +124,9 @@ def validate_payload(spec: ActionType, payload: Any) -> dict[str, Any]:
             raise InvalidPayload(
                 spec.name, [f"payload: expected a JSON object, got {type(payload).__name__}"]
             )
-        raw_problem = _find_bad_value(payload)
+        raw_problem = _too_deep(payload, get_settings().max_payload_depth) or _find_bad_value(
+            payload
+        )
         if raw_problem:
             raise InvalidPayload(spec.name, [raw_problem])
         # Measure before validating: a huge payload is refused for its size, cheaply.
@@ -361,7 +383,7 @@ class ActionQueue:
         ``action_type``, ``payload``, ``idempotency_key`` and ``not_before``. Every item is
         validated before anything is written; an invalid one raises naming its index.
         """
-        now = utcnow()
+        now = db_clock(session)
         prepared: list[PreparedAction] = []
         for index, item in enumerate(actions):
             try:
@@ -445,7 +467,7 @@ def _enqueue_one(
     idempotency_key: str | None,
     not_before: datetime | None,
 ) -> tuple[AOLAction, bool]:
-    now = utcnow()
+    now = db_clock(session)  # due and queued-at times are compared by other processes
     prepared = prepare(action_type, payload, idempotency_key, not_before, now)
     row = prepared.row(now)
     new_id = _insert_one(session, row)
@@ -519,12 +541,11 @@ def _prepare_item(item: Any, now: datetime) -> PreparedAction:
 _HAND_BUILT_DISPATCH = "aol_hand_built_countdown"
 
 
-def complete_hand_built(action: AOLAction) -> None:
+def complete_hand_built(action: AOLAction, now: datetime) -> None:
     """Check an ``AOLAction`` added to a session by hand and fill what the original's code
     never set, exactly as enqueue does: a known type, a valid key, the payload validated and
     stored in its checked form, ``not_before_utc`` now, ``max_attempts`` from the type's policy.
-    Called at flush (a mapper event): an error here leaves no row."""
-    now = utcnow()
+    Called at flush (a mapper event) with the database's "now": an error here leaves no row."""
     if not isinstance(action.action_type, str):
         raise InvalidPayload(str(action.action_type), ["action_type: must be a string"])
     spec = registry.get(action.action_type)

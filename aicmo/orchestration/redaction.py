@@ -3,6 +3,11 @@
 Secrets are known two ways: values registered by the code that holds them (a gateway
 registers its password and API key when built), and patterns that look like credentials
 (``Authorization: Bearer ...``, ``password=...``, URLs with a password).
+
+A database error quotes data: SQLAlchemy appends the bound parameters (``[parameters: ...]``,
+also hidden at the engine with ``hide_parameters``), and PostgreSQL's ``DETAIL`` line repeats
+the failing row or key ("Failing row contains (.., alice@example.com, ..)"): a lead's
+personal data. Both are cut; the error's class, message and SQL text stay.
 """
 
 from __future__ import annotations
@@ -34,6 +39,14 @@ _PATTERNS = [
     ),
     # OpenAI-style keys
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-***"),
+    # SQLAlchemy's bound parameters, up to the "(Background on this error" line or the end
+    (
+        re.compile(r"\[parameters: .*?\](?=\s*(?:\(Background on this error|$))", re.DOTALL),
+        "[parameters: hidden]",
+    ),
+    # PostgreSQL's DETAIL line quotes the row or the key that failed
+    (re.compile(r"(?m)^(?P<pre>\s*DETAIL:\s*).*$"), r"\g<pre>(hidden: it quotes row values)"),
+    (re.compile(r"(?i)(?P<pre>failing row contains )\(.*?\)(?=\.?\s*$)", re.M), r"\g<pre>(...)"),
 ]
 
 

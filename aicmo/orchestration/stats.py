@@ -21,10 +21,11 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from aicmo.db import session_scope, utcnow
+from aicmo.db import db_now, session_scope, utcnow
 from aicmo.orchestration.models import AOLAction, AOLControl
-from aicmo.orchestration.status import ActionStatus
+from aicmo.orchestration.status import WAITING_STATUSES, ActionStatus
 
+WAITING = {status.value for status in WAITING_STATUSES}
 HEARTBEAT_PREFIX = "heartbeat:"
 SWEEP_HEARTBEAT = "aol.sweep"
 
@@ -49,6 +50,19 @@ class Stats:
     paused: list[str] = field(default_factory=list)  # "all" or action types
     last_sweep: Heartbeat | None = None
     known_types: list[str] = field(default_factory=list)
+
+    @property
+    def set_aside(self) -> dict[str, int]:
+        """Waiting actions of types the registry does not know (type -> count): the sweeper
+        leaves them out of every batch. Empty when no known types were given."""
+        if not self.known_types:
+            return {}
+        known = set(self.known_types)
+        found: dict[str, int] = {}
+        for (action_type, status), n in self.counts.items():
+            if action_type not in known and status in WAITING and n:
+                found[action_type] = found.get(action_type, 0) + n
+        return dict(sorted(found.items()))
 
     @property
     def types(self) -> list[str]:
@@ -83,6 +97,7 @@ class Stats:
                 t: _round(age) for t, age in sorted(self.oldest_ready_age_by_type.items())
             },
             "paused": self.paused,
+            "set_aside": self.set_aside,
             "last_sweep": None
             if self.last_sweep is None
             else {
@@ -101,8 +116,10 @@ def _round(value: float | None) -> float | None:
 def collect(
     session: Session, now: datetime | None = None, known_types: Iterable[str] = ()
 ) -> Stats:
-    """Counts by (type, status), age of the oldest due READY action, pauses, last sweep."""
-    now = now or utcnow()
+    """Counts by (type, status), age of the oldest due READY action, pauses, last sweep.
+
+    Ages are measured on the database's clock, the one the rows were written with."""
+    now = now or db_now(session)
     stats = Stats(at=now, known_types=sorted(known_types))
     for action_type, status, count in session.execute(
         select(AOLAction.action_type, AOLAction.status, func.count()).group_by(
@@ -158,9 +175,10 @@ def record_heartbeat(name: str, details: dict[str, Any] | None = None) -> None:
         "enabled": False,
         "reason": json.dumps(details, default=str) if details is not None else None,
         "updated_by": f"{socket.gethostname()}/{os.getpid()}",
-        "updated_at_utc": utcnow(),
     }
     with session_scope() as session:
+        # The database's clock: `aicmo health` on another host compares this with its now().
+        values["updated_at_utc"] = db_now(session)
         session.execute(_heartbeat_insert(session, values))
 
 
@@ -219,6 +237,13 @@ def prometheus_text(stats: Stats) -> str:
     for action_type in stats.types:
         age = stats.oldest_ready_age_by_type.get(action_type, 0.0)
         lines.append(f'aicmo_oldest_ready_age_seconds{{type="{_label(action_type)}"}} {age:.3f}')
+    metric(
+        "aicmo_set_aside",
+        "gauge",
+        "Waiting actions of a type this process does not know (never sent until it is back).",
+    )
+    for action_type, n in stats.set_aside.items():
+        lines.append(f'aicmo_set_aside{{type="{_label(action_type)}"}} {n}')
     metric("aicmo_paused", "gauge", "1 while a pause is in force (scope: all, or a type).")
     lines.append(f'aicmo_paused{{scope="all"}} {int("all" in stats.paused)}')
     for scope in stats.paused:

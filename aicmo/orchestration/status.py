@@ -43,3 +43,7 @@ class LogEvent(StrEnum):
     LEASE_LOST = "LEASE_LOST"
     REPLAYED = "REPLAYED"
     CANCELLED = "CANCELLED"
+    # Waiting, but of a type this process's registry does not know (removed or renamed by a
+    # deploy): left as it is, out of every dispatch batch, until the type is back or an
+    # operator cancels it (`aicmo doctor` lists it).
+    SET_ASIDE = "SET_ASIDE"

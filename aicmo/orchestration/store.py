@@ -5,6 +5,11 @@ data-modifying CTE: the state change and its execution-log row together), and th
 failure statements run in autocommit, so one round trip each. SQLite has no data-modifying
 CTEs: there the same two writes run as two statements in one short transaction.
 
+On PostgreSQL every time these statements write or compare (lease expiry, due time, retry
+time, finished time) is the database's ``now()``: the sweeper compares leases with the same
+clock, so a worker whose host clock is minutes off can neither expire early nor run late.
+SQLite lives on one host, in-process: its clock is that host's, passed in as parameters.
+
 Plain ``text()`` statements, compiled once: the ORM's unit of work is measurable overhead here
 and buys nothing for single-row updates by primary key.
 """
@@ -13,21 +18,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 
-from aicmo.db import JSONType, UTCDateTime
+from aicmo.db import JSONType, UTCDateTime, utcnow
 from aicmo.orchestration.status import LogEvent
 
-_TIMES = ("now", "lease", "due", "not_before", "queued_at", "finished_at")
+_TIMES = ("now", "lease", "due", "not_before")
 
 
 def _sql(statement: str, **columns: Any) -> TextClause:
     clause = text(statement)
     params: list[Any] = [
-        bindparam(name, type_=UTCDateTime()) for name in _TIMES if f":{name}" in statement
+        bindparam(name, type_=UTCDateTime())
+        for name in _TIMES
+        if re.search(rf"(?<![:\w]):{name}\b", statement)
     ]
     if ":result" in statement:
         params.append(bindparam("result", type_=JSONType))
@@ -40,13 +47,13 @@ def _sql(statement: str, **columns: Any) -> TextClause:
 
 _CLAIM_WHERE = """
     WHERE id = :id AND action_type = :action_type
-      AND status IN ('READY', 'RETRY') AND not_before_utc <= :due
+      AND status IN ('READY', 'RETRY') AND not_before_utc <= {due}
       AND NOT EXISTS (SELECT 1 FROM aol_control WHERE enabled AND name IN ('pause', :pause_name))
 """
 _CLAIM_SET = """
     UPDATE aol_actions SET status = 'RUNNING', attempts = attempts + 1, claimed_by = :token,
-        started_at_utc = :now, finished_at_utc = NULL, lease_expires_at_utc = :lease,
-        updated_at_utc = :now
+        started_at_utc = {now}, finished_at_utc = NULL, lease_expires_at_utc = {lease},
+        updated_at_utc = {now}
 """
 _CLAIM_RETURNING = (
     "RETURNING id, idempotency_key, payload_json, attempts, max_attempts, not_before_utc,"
@@ -57,19 +64,42 @@ _CLAIM_COLUMNS = {
     "not_before_utc": UTCDateTime(),
     "created_at_utc": UTCDateTime(),
 }
-
-CLAIM_PG = _sql(
-    f"""
-    WITH claimed AS ({_CLAIM_SET} {_CLAIM_WHERE} {_CLAIM_RETURNING}),
+_PG_CLOCK = {
+    "now": "now()",
+    "due": "now() + make_interval(secs => CAST(:skew_seconds AS DOUBLE PRECISION))",
+    "lease": "now() + make_interval(secs => CAST(:lease_seconds AS DOUBLE PRECISION))",
+}
+_SQLITE_CLOCK = {"now": ":now", "due": ":due", "lease": ":lease"}
+_CLAIM_PG_UPDATE = (_CLAIM_SET + _CLAIM_WHERE).format(**_PG_CLOCK) + _CLAIM_RETURNING
+_CLAIMED_LOG = f"""
     logged AS (
         INSERT INTO aol_execution_logs (action_id, event, attempt, worker, created_at_utc)
-        SELECT id, '{LogEvent.CLAIMED.value}', attempts, :token, :now FROM claimed
+        SELECT id, '{LogEvent.CLAIMED.value}', attempts, :token, now() FROM claimed
     )
-    SELECT * FROM claimed
+"""
+
+CLAIM_PG = _sql(
+    f"WITH claimed AS ({_CLAIM_PG_UPDATE}), {_CLAIMED_LOG} SELECT * FROM claimed",
+    **_CLAIM_COLUMNS,
+)
+# The same claim, for a retry after a connection died with the first one's reply unread: if
+# that one committed, the row is RUNNING under this very token, and it is ours. (Both halves
+# read one snapshot: the row is either ours already or claimable, never both.)
+RECLAIM_PG = _sql(
+    f"""
+    WITH mine AS (
+        SELECT id, idempotency_key, payload_json, attempts, max_attempts, not_before_utc,
+            created_at_utc
+        FROM aol_actions WHERE id = :id AND status = 'RUNNING' AND claimed_by = :token
+    ),
+    claimed AS ({_CLAIM_PG_UPDATE}), {_CLAIMED_LOG}
+    SELECT * FROM mine UNION ALL SELECT * FROM claimed
     """,
     **_CLAIM_COLUMNS,
 )
-CLAIM_SQLITE = _sql(f"{_CLAIM_SET} {_CLAIM_WHERE} {_CLAIM_RETURNING}", **_CLAIM_COLUMNS)
+CLAIM_SQLITE = _sql(
+    (_CLAIM_SET + _CLAIM_WHERE).format(**_SQLITE_CLOCK) + _CLAIM_RETURNING, **_CLAIM_COLUMNS
+)
 
 _LOG_COLUMNS = (
     "action_id, event, attempt, worker, duration_ms, error, artifact_ref, artifact_sha256,"
@@ -90,43 +120,63 @@ _LOG_VALUES_PG = (
 
 _SUCCESS_SET = """
     UPDATE aol_actions SET status = 'SUCCESS', result_json = :result, last_error = NULL,
-        finished_at_utc = :now, lease_expires_at_utc = NULL, updated_at_utc = :now
+        finished_at_utc = {now}, lease_expires_at_utc = NULL, updated_at_utc = {now}
     WHERE id = :id AND status = 'RUNNING' AND claimed_by = :token
     RETURNING id
 """
+# statement_timestamp(), not now(): a handler's transaction may have begun long before.
+_PG_STATEMENT_NOW = "statement_timestamp()"
+_LOG_VALUES_PG_NOW = _LOG_VALUES_PG.replace("CAST(:now AS TIMESTAMPTZ)", _PG_STATEMENT_NOW)
 SUCCESS_PG = _sql(
     f"""
-    WITH done AS ({_SUCCESS_SET})
+    WITH done AS ({_SUCCESS_SET.format(now=_PG_STATEMENT_NOW)})
     INSERT INTO aol_execution_logs ({_LOG_COLUMNS})
-    SELECT id, {_LOG_VALUES_PG} FROM done
+    SELECT id, {_LOG_VALUES_PG_NOW} FROM done
     RETURNING action_id
     """
 )
-SUCCESS_SQLITE = _sql(_SUCCESS_SET)
+SUCCESS_SQLITE = _sql(_SUCCESS_SET.format(now=":now"))
 
+# The retry time is now + delay on the database's clock; ``queue_retry``: the task layer
+# sends the retry message itself (within the horizon), so it counts as queued at that time.
 _FAILURE_SET = """
     UPDATE aol_actions SET status = :status, last_error = :error, lease_expires_at_utc = NULL,
         attempts = attempts - :refund,
-        updated_at_utc = :now, finished_at_utc = :finished_at,
-        not_before_utc = COALESCE(:not_before, not_before_utc),
-        queued_at_utc = CASE WHEN :retrying = 1 THEN :queued_at ELSE queued_at_utc END
+        updated_at_utc = {now},
+        finished_at_utc = CASE WHEN :finishing = 1 THEN {now} END,
+        not_before_utc = COALESCE({retry_at}, not_before_utc),
+        queued_at_utc = CASE WHEN :retrying = 1
+            THEN CASE WHEN :queue_retry = 1 THEN {retry_at} END
+            ELSE queued_at_utc END
     WHERE id = :id AND status = 'RUNNING' AND claimed_by = :token
-    RETURNING id
+    RETURNING id, not_before_utc
 """
 FAILURE_PG = _sql(
     f"""
-    WITH changed AS ({_FAILURE_SET})
-    INSERT INTO aol_execution_logs ({_LOG_COLUMNS})
-    SELECT CAST(:id AS BIGINT),
-        CASE WHEN EXISTS (SELECT 1 FROM changed) THEN CAST(:event AS VARCHAR)
-             ELSE CAST(:lost_event AS VARCHAR) END,
-        CAST(:attempt AS INTEGER), CAST(:token AS VARCHAR),
-        CAST(:duration_ms AS DOUBLE PRECISION), CAST(:error AS TEXT), NULL, NULL,
-        CAST(:details AS JSONB), CAST(:now AS TIMESTAMPTZ)
-    RETURNING event
-    """
+    WITH changed AS ({
+        _FAILURE_SET.format(
+            now=_PG_STATEMENT_NOW,
+            retry_at=f"{_PG_STATEMENT_NOW}"
+            " + make_interval(secs => CAST(:delay AS DOUBLE PRECISION))",
+        )
+    }),
+    logged AS (
+        INSERT INTO aol_execution_logs ({_LOG_COLUMNS})
+        SELECT CAST(:id AS BIGINT),
+            CASE WHEN EXISTS (SELECT 1 FROM changed) THEN CAST(:event AS VARCHAR)
+                 ELSE CAST(:lost_event AS VARCHAR) END,
+            CAST(:attempt AS INTEGER), CAST(:token AS VARCHAR),
+            CAST(:duration_ms AS DOUBLE PRECISION), CAST(:error AS TEXT), NULL, NULL,
+            CAST(:details AS JSONB), {_PG_STATEMENT_NOW}
+        RETURNING event
+    )
+    SELECT logged.event, changed.not_before_utc FROM logged LEFT JOIN changed ON true
+    """,
+    not_before_utc=UTCDateTime(),
 )
-FAILURE_SQLITE = _sql(_FAILURE_SET)
+FAILURE_SQLITE = _sql(
+    _FAILURE_SET.format(now=":now", retry_at=":not_before"), not_before_utc=UTCDateTime()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +217,7 @@ def _pyformat(clause: Any) -> str:
 
 
 CLAIM_PG_RAW = _pyformat(CLAIM_PG)
+RECLAIM_PG_RAW = _pyformat(RECLAIM_PG)
 SUCCESS_PG_RAW = _pyformat(SUCCESS_PG)
 
 
@@ -234,23 +285,34 @@ class ActionStore:
         action_id: int,
         action_type: str,
         token: str,
-        now: datetime,
-        due: datetime,
-        lease: datetime,
+        *,
+        lease_seconds: float,
+        skew_seconds: float,
+        reclaim: bool = False,
     ) -> Claimed | None:
+        """Claim under ``token`` (made before the UPDATE, so a retry can recognise its own
+        claim). ``reclaim``: an earlier try with this token may have committed unanswered."""
+        now = utcnow()  # SQLite only: PostgreSQL reads its own clock
         params = {
             "id": action_id,
             "action_type": action_type,
             "pause_name": f"pause:{action_type}",
             "token": token,
             "now": now,
-            "due": due,
-            "lease": lease,
+            "due": now + timedelta(seconds=skew_seconds),
+            "lease": now + timedelta(seconds=lease_seconds),
+            "lease_seconds": lease_seconds,
+            "skew_seconds": skew_seconds,
         }
         if self.direct is not None:
-            # A claim repeated after a dead connection is harmless: if the first one went
-            # through, the second finds the action RUNNING and claims nothing.
-            row = self.direct.fetchone(CLAIM_PG_RAW, params, retry=True)
+            try:
+                row = self.direct.fetchone(
+                    RECLAIM_PG_RAW if reclaim else CLAIM_PG_RAW, params, retry=False
+                )
+            except StoreUnavailable:
+                # The connection died: the claim may have committed with its reply lost.
+                # The retry asks whether the row is RUNNING under this token first.
+                row = self.direct.fetchone(RECLAIM_PG_RAW, params, retry=False)
             if row is not None:
                 row = (*row[:5], row[5].astimezone(UTC), row[6].astimezone(UTC))
         else:
@@ -325,38 +387,45 @@ class ActionStore:
         status: str,
         event: str,
         error: str,
-        now: datetime,
         duration_ms: float,
-        not_before: datetime | None,
-        queued_at: datetime | None,
-        finished_at: datetime | None,
+        retry_delay: float | None,
+        queue_retry: bool,
         details: dict[str, Any] | None,
         refund_attempt: bool = False,
-    ) -> bool:
-        """Record FAILED/RETRY/DLQ. False (and a LEASE_LOST log row) if the claim is lost."""
+    ) -> tuple[bool, datetime | None]:
+        """Record FAILED/RETRY/DLQ: (kept, the retry time on the database's clock).
+
+        Not kept (and a LEASE_LOST log row) if the claim is lost. ``retry_delay``: seconds
+        from now to the retry (RETRY only).
+        """
+        now = utcnow()
         params = _log_params(
             id=claimed.id,
             token=token,
             status=status,
             event=event,
             retrying=1 if status == "RETRY" else 0,
+            queue_retry=1 if queue_retry else 0,
+            finishing=0 if status == "RETRY" else 1,
             refund=1 if refund_attempt else 0,
             lost_event=LogEvent.LEASE_LOST.value,
             error=error,
             now=now,
             attempt=claimed.attempts,
             duration_ms=duration_ms,
-            not_before=not_before,
-            queued_at=queued_at,
-            finished_at=finished_at,
+            delay=retry_delay,
+            not_before=None if retry_delay is None else now + timedelta(seconds=retry_delay),
             details=details,
         )
         if self.postgres:
             with self._autocommit.connect() as conn:
-                return conn.execute(FAILURE_PG, params).scalar() == event
+                found = conn.execute(FAILURE_PG, params).first()
+            kept = found is not None and found[0] == event
+            return kept, found[1] if kept and found is not None else None
         with self.engine.begin() as conn:
-            changed = conn.execute(FAILURE_SQLITE, params).first() is not None
+            changed = conn.execute(FAILURE_SQLITE, params).first()
             conn.execute(
-                INSERT_LOG, {**params, "event": event if changed else LogEvent.LEASE_LOST.value}
+                INSERT_LOG,
+                {**params, "event": event if changed is not None else LogEvent.LEASE_LOST.value},
             )
-        return changed
+        return changed is not None, changed[1] if changed is not None else None

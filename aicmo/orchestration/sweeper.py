@@ -2,17 +2,24 @@
 
 Run by beat as ``aol.sweep`` every few seconds, and safe to run concurrently with itself
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite serialises writers). Each step reads one
-small partial index, so a sweep costs O(due rows), not O(table):
+small partial index, so a sweep costs O(due rows), not O(table). Every time it compares is
+the database's (``now()``), never this host's: hosts drift.
 
 1. RUNNING actions whose lease expired (the worker died) go to RETRY, or DLQ when their
    attempts are used up. A message that kills its worker every time ends in DLQ.
 2. If the broker lost its data (flush, restart without persistence), every READY/RETRY
    action is marked unsent.
 3. Waiting actions with no message that are due within the dispatch horizon are sent,
-   with a countdown no longer than the horizon; PENDING ones become READY.
+   with a countdown no longer than the horizon; PENDING ones become READY. Only types this
+   process's registry knows are sent: a row of an unknown type (removed or renamed by a
+   deploy) is set aside, logged once as SET_ASIDE, and never blocks the batch; it is sent as
+   soon as a deploy brings its type back.
 4. READY/RETRY actions whose message should have arrived more than a grace period ago are
-   sent again, for queues the broker reports empty (a message still waiting in a busy
-   queue is not lost; sending it again would only grow the backlog).
+   sent again: after ``resend_grace_seconds`` when their queue is empty, and after
+   ``resend_backlog_factor`` grace periods whatever its depth (a message still waiting in a
+   busy queue is probably not lost, but under a steady backlog "probably" must not become
+   "never"). Each resend restarts the row's clock, so a row gets at most one extra message
+   per period.
 """
 
 from __future__ import annotations
@@ -25,11 +32,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, insert, select, update
+from sqlalchemy import Engine, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from aicmo.config import Settings, get_settings
-from aicmo.db import get_engine, rowcount, utcnow
+from aicmo.db import db_now, get_engine, rowcount
 from aicmo.orchestration.dispatch import Dispatch, Dispatcher, get_dispatcher
 from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
 from aicmo.orchestration.queue import publish_now
@@ -52,6 +59,7 @@ class SweepReport:
     dead_lettered: int = 0
     dispatched: int = 0
     resent: int = 0
+    set_aside: int = 0  # waiting rows of types this process does not know
     broker_reset: bool = False
     paused: bool = False
     duration_ms: float = 0.0
@@ -63,6 +71,7 @@ class SweepReport:
             "dead_lettered": self.dead_lettered,
             "dispatched": self.dispatched,
             "resent": self.resent,
+            "set_aside": self.set_aside,
             "broker_reset": self.broker_reset,
             "paused": self.paused,
             "duration_ms": round(self.duration_ms, 2),
@@ -98,7 +107,8 @@ class Sweeper:
     def sweep(self, now: datetime | None = None) -> SweepReport:
         started = time.monotonic()
         report = SweepReport()
-        now = now or utcnow()
+        # ``now`` is injectable for tests; by default it is the database's clock.
+        now = now or db_now(self.engine())
         self.expire_leases(now, report)
         paused_all, paused_types = self.paused_scopes()
         report.paused = paused_all
@@ -111,11 +121,18 @@ class Sweeper:
             return report
         if report.broker_reset:
             self.mark_all_unsent()
+        report.set_aside = self.set_aside_unknown(now)
         if not paused_all:
             report.dispatched = self.dispatch_due(now, exclude_types=paused_types)
             report.resent = self.resend_lost(now, exclude_types=paused_types)
         report.duration_ms = (time.monotonic() - started) * 1000
-        if report.lease_expired or report.dispatched or report.resent or report.broker_reset:
+        if (
+            report.lease_expired
+            or report.dispatched
+            or report.resent
+            or report.broker_reset
+            or report.set_aside
+        ):
             log.info("sweep: %s", report.as_dict(), extra={"event": "SWEEP", **report.as_dict()})
         return report
 
@@ -221,6 +238,68 @@ class Sweeper:
         )
         return count
 
+    # -- 3a. unknown types -----------------------------------------------------------------
+
+    def set_aside_unknown(self, now: datetime) -> int:
+        """Count waiting rows of types this process does not know; log each once.
+
+        They stay as they are (their status says where they were in the lifecycle), out of
+        every batch, and move on by themselves once a deploy brings the type back.
+        """
+        known = registry.names()
+        waiting_unknown = (
+            AOLAction.status.in_(WAITING_STATUSES),
+            AOLAction.action_type.not_in(known),
+        )
+        with Session(self.engine()) as session, session.begin():
+            counts = dict(
+                session.execute(
+                    select(AOLAction.action_type, func.count())
+                    .where(*waiting_unknown)
+                    .group_by(AOLAction.action_type)
+                ).all()
+            )
+            if not counts:
+                return 0
+            already = (
+                select(AOLExecutionLog.id)
+                .where(
+                    AOLExecutionLog.action_id == AOLAction.id,
+                    AOLExecutionLog.event == LogEvent.SET_ASIDE,
+                    AOLExecutionLog.created_at_utc >= AOLAction.updated_at_utc,
+                )
+                .exists()
+            )
+            fresh = session.execute(
+                select(AOLAction.id, AOLAction.action_type, AOLAction.status, AOLAction.attempts)
+                .where(*waiting_unknown, ~already)
+                .limit(self.settings.sweep_batch_size)
+            ).all()
+            if fresh:
+                session.execute(
+                    insert(AOLExecutionLog),
+                    [
+                        {
+                            "action_id": action_id,
+                            "event": LogEvent.SET_ASIDE,
+                            "attempt": attempts,
+                            "error": f"type {action_type} is not registered here; left "
+                            f"{status} until a deploy brings it back or it is cancelled",
+                            "details_json": {"status": status, "known_types": known},
+                            "created_at_utc": now,
+                        }
+                        for action_id, action_type, status, attempts in fresh
+                    ],
+                )
+        total = sum(counts.values())
+        log.warning(
+            "%d waiting action(s) of unregistered type(s) set aside: %s",
+            total,
+            ", ".join(f"{t} ({n})" for t, n in sorted(counts.items())),
+            extra={"event": LogEvent.SET_ASIDE.value, "count": total, "types": sorted(counts)},
+        )
+        return total
+
     # -- 3. due, never sent ----------------------------------------------------------------
 
     def dispatch_due(self, now: datetime, exclude_types: set[str] | None = None) -> int:
@@ -232,6 +311,8 @@ class Sweeper:
                     AOLAction.queued_at_utc.is_(None),
                     AOLAction.status.in_(WAITING_STATUSES),
                     AOLAction.not_before_utc <= horizon,
+                    # An unknown type cannot be sent; it must not take a place in the batch.
+                    AOLAction.action_type.in_(registry.names()),
                 )
                 if exclude_types:
                     query = query.where(AOLAction.action_type.not_in(exclude_types))
@@ -263,7 +344,9 @@ class Sweeper:
     # -- 4. sent, but never arrived --------------------------------------------------------
 
     def resend_lost(self, now: datetime, exclude_types: set[str] | None = None) -> int:
-        cutoff = now - timedelta(seconds=self.settings.resend_grace_seconds)
+        grace = self.settings.resend_grace_seconds
+        quiet_cutoff = now - timedelta(seconds=grace)
+        busy_cutoff = now - timedelta(seconds=grace * self.settings.resend_backlog_factor)
         queues: dict[str, list[str]] = defaultdict(list)
         for spec in registry:
             if not exclude_types or spec.name not in exclude_types:
@@ -275,8 +358,7 @@ class Sweeper:
             except Exception as exc:
                 log.warning("sweep: cannot read depth of queue %s: %s", queue, exc)
                 continue
-            if depth:
-                continue
+            cutoff = busy_cutoff if depth else quiet_cutoff
             with Session(self.engine()) as session, session.begin():
                 ids = _locked_ids(
                     session,
@@ -298,10 +380,11 @@ class Sweeper:
                 ).all()
             if rows:
                 log.warning(
-                    "re-sending %d action(s) whose message was lost (queue %s)",
+                    "re-sending %d action(s) whose message was lost (queue %s, depth %s)",
                     len(rows),
                     queue,
-                    extra={"event": "RESENT", "count": len(rows)},
+                    depth,
+                    extra={"event": "RESENT", "count": len(rows), "depth": depth},
                 )
             self._publish(rows, now)
             total += len(rows)

@@ -1,5 +1,6 @@
-"""The fault-injection suite's books: every scenario reports actions, lost, duplicated, DLQ and
-time, and the suite prints them as one table at the end (and writes var/chaos-report.md)."""
+"""The fault-injection suite's books: every scenario reports actions, lost, duplicated, DLQ,
+stranded (what `aicmo doctor` finds that nothing will move) and time, and the suite prints
+them as one table at the end (and writes var/chaos-report.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Book
+from tests.support.doctor import stranded
 from tests.support.processes import CeleryProcess, worker
 
 
@@ -24,6 +26,7 @@ class Ledger:
     duplicated: int = 0
     dlq: int = 0
     refused: int = 0
+    stranded: int | None = None  # doctor's count once the scenario is over
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -37,6 +40,12 @@ class Ledger:
         self.lost += sum(1 for n in counts.values() if n == 0)
         self.duplicated += sum(n - 1 for n in counts.values() if n > 1)
 
+    def census(self) -> list[str]:
+        """What doctor finds stranded now (the whole database, not only these ids)."""
+        found = stranded()
+        self.stranded = len(found)
+        return found
+
 
 _ledgers: list[Ledger] = []
 
@@ -47,16 +56,24 @@ def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
     started = time.monotonic()
     yield entry
     entry.seconds = time.monotonic() - started
+    if entry.stranded is None:  # a scenario that did not take the census itself
+        entry.census()
     _ledgers.append(entry)
 
 
 @pytest.fixture
 def chaos_workers(log_dir: Path) -> Iterator[list[CeleryProcess]]:
     """Two worker processes on the isolated queue; tests kill and restart them at will."""
-    started = [worker(log_dir, concurrency=1, extra=["-Q", "isolated"]).start() for _ in range(2)]
-    yield started
-    for process in started:
-        process.stop()
+    started: list[CeleryProcess] = []
+    try:
+        for _ in range(2):
+            # Appended before start: one that fails to start must not orphan the other.
+            started.append(worker(log_dir, concurrency=1, extra=["-Q", "isolated"]))
+            started[-1].start()
+        yield started
+    finally:
+        for process in started:
+            process.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -64,13 +81,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     header = (
         f"{'scenario':<48} {'actions':>8} {'lost':>5} {'dup':>5} {'DLQ':>5} "
-        f"{'refused':>8} {'time s':>7}"
+        f"{'refused':>8} {'stranded':>9} {'time s':>7}"
     )
     lines = [header, "-" * len(header)]
     for e in _ledgers:
         lines.append(
             f"{e.scenario:<48} {e.actions:>8} {e.lost:>5} {e.duplicated:>5} {e.dlq:>5} "
-            f"{e.refused:>8} {e.seconds:>7.1f}"
+            f"{e.refused:>8} {e.stranded if e.stranded is not None else '-':>9} "
+            f"{e.seconds:>7.1f}"
         )
     terminalreporter.write_sep("=", "chaos: the books")
     for line in lines:

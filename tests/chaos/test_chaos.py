@@ -46,6 +46,8 @@ def settle(book: Book, ledger: Ledger, ids: list[int], tag: str, timeout: float 
     book.wait_all(ids, "SUCCESS", timeout=timeout)
     ledger.settle(book, ids, tag)
     assert (ledger.lost, ledger.duplicated) == (0, 0)
+    found = ledger.census()
+    assert found == [], found[:10]
 
 
 def test_1_sigkill_a_worker_repeatedly(
@@ -132,6 +134,13 @@ def test_7_hanging_handler(book: Book, ledger: Ledger, chaos_workers: list[Celer
     assert all("soft time limit" in (book.action(h).last_error or "") for h in hangs)
 
 
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 BAD_INPUTS: list[tuple[str, Any, dict[str, Any]]] = [
     (EFFECT, {"tag": 123}, {}),  # wrong type
     (EFFECT, {}, {}),  # missing key
@@ -144,6 +153,7 @@ BAD_INPUTS: list[tuple[str, Any, dict[str, Any]]] = [
     ("NO_SUCH_TYPE", {"tag": "x"}, {}),  # unknown type
     (EFFECT, "not an object", {}),
     (EFFECT, {"tag": "x"}, {"idempotency_key": ""}),
+    (EFFECT, {"tag": "x", "deep": _nested(50_000)}, {}),  # deeper than Python's recursion
 ]
 
 

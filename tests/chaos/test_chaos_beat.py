@@ -81,6 +81,8 @@ def test_5_two_beats_and_two_sweepers(
     print("\n" + ledger.notes[-1])
     assert books.problems == [], books.problems[:10]
     assert (ledger.lost, ledger.duplicated) == (0, 0)
+    found = ledger.census()
+    assert found == [], found[:10]
     assert books.expected >= 1000
     assert statuses == {"SUCCESS": len(ids)}
     # One fan-out run enqueues all campaigns of a cadence at once: they saw the same slots.

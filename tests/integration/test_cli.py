@@ -334,6 +334,70 @@ def test_stats_counts_ages_and_prometheus_text(shared_worker: CeleryProcess, boo
     book.wait_status(waiting, "SUCCESS", timeout=10)
 
 
+# -- doctor ---------------------------------------------------------------------------------
+
+
+def strand_one_of_each(database_url: str) -> dict[str, int]:
+    """What no process will move here (no beat runs in this test, and no worker reads the
+    isolated queue): one row per doctor check."""
+    from aicmo.db import get_engine
+
+    rows = {
+        "unknown_type": ("T_GONE", "READY", "NULL", "NULL"),
+        "lost_message": ("T_ISOLATED_EFFECT", "READY", "now() - interval '1 hour'", "NULL"),
+        "expired_lease": ("T_ISOLATED_EFFECT", "RUNNING", "NULL", "now() - interval '1 hour'"),
+        "overdue_pending": ("T_ISOLATED_EFFECT", "PENDING", "NULL", "NULL"),
+    }
+    ids = {}
+    with get_engine(database_url).begin() as conn:
+        for check, (action_type, status, queued_at, lease) in rows.items():
+            ids[check] = conn.execute(
+                text(
+                    "INSERT INTO aol_actions (idempotency_key, action_type, payload_json,"
+                    " status, not_before_utc, attempts, max_attempts, created_at_utc,"
+                    " updated_at_utc, queued_at_utc, lease_expires_at_utc, claimed_by)"
+                    f' VALUES (:key, :type, \'{{"tag": "s"}}\'::jsonb, :status,'
+                    " now() - interval '2 hours', 1, 3, now() - interval '2 hours',"
+                    f" now() - interval '2 hours', {queued_at}, {lease}, 'gone/1/x')"
+                    " RETURNING id"
+                ),
+                {"key": f"strand-{check}", "type": action_type, "status": status},
+            ).scalar_one()
+    return ids
+
+
+def test_doctor_lists_the_stranded_repairs_what_it_safely_can_and_exits_1_until_none(
+    database_url: str, book: Book
+) -> None:
+    ids = strand_one_of_each(database_url)
+    result = run("doctor", "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["stranded"] == 4
+    assert {(f["check"], f["subject"]) for f in report["findings"]} == {
+        (check, f"action {action_id}") for check, action_id in ids.items()
+    }
+    table = run("doctor")
+    assert table.exit_code == 1 and "4 stranded" in table.output and "T_GONE" in table.output
+    health = run("health", "-c", "stranded", "--json")
+    assert health.exit_code == 1 and "see `aicmo doctor`" in health.output
+
+    repaired = run("doctor", "--repair", "--json")
+    assert repaired.exit_code == 1, repaired.output  # the unknown type is the operator's
+    after = json.loads(repaired.stdout)
+    assert [f["check"] for f in after["findings"]] == ["unknown_type"]
+    assert len(after["repaired"]) == 3, after["repaired"]
+    assert book.action(ids["expired_lease"]).status == "RETRY"
+    assert book.action(ids["overdue_pending"]).status == "READY"
+    assert book.action(ids["lost_message"]).queued_at_utc is not None
+    assert "LEASE_EXPIRED" in book.events(ids["expired_lease"])
+
+    ok_json("actions", "cancel", str(ids["unknown_type"]))
+    clean_run = run("doctor")
+    assert clean_run.exit_code == 0 and "0 stranded" in clean_run.output
+    assert run("doctor", "--check", "nope").exit_code == 2
+
+
 # -- health ---------------------------------------------------------------------------------
 
 
@@ -367,7 +431,7 @@ def test_health_passes_with_worker_and_beat_and_fails_when_beat_stops(
     report = ok_json("health", "--timeout", "1")
     assert report["healthy"] is True, report
     checks = {c["name"]: c for c in report["checks"]}
-    assert set(checks) == {"database", "broker", "beat", "workers"}
+    assert set(checks) == {"database", "broker", "beat", "workers", "stranded"}
     assert all(c["ok"] for c in checks.values()), checks
     assert checks["beat"]["last_sweep_age_seconds"] < 5
     assert checks["workers"]["workers"]
@@ -421,6 +485,30 @@ def test_health_reports_a_missing_schema(tmp_path: Path) -> None:
     )
     assert listing.returncode == 1
     assert "no aicmo schema yet" in listing.stderr and "Traceback" not in listing.stderr
+
+
+def test_doctor_repairs_on_the_embedded_sqlite_default(tmp_path: Path) -> None:
+    """SQLite locks the whole file for a writer: the census must let go before it repairs."""
+    import sqlite3
+
+    env = {
+        "AICMO_DATABASE_URL": f"sqlite:///{tmp_path}/aicmo.db",
+        "AICMO_BROKER_URL": "filesystem://",
+        "AICMO_BROKER_DIR": str(tmp_path / "broker"),
+    }
+    assert aicmo_process("db", "upgrade", env=env).returncode == 0
+    with sqlite3.connect(tmp_path / "aicmo.db") as db:
+        db.execute(
+            "INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,"
+            " not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc)"
+            " VALUES ('late', 'T_NOOP', '{}', 'PENDING', '2026-01-01 00:00:00.000000', 0, 3,"
+            " '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')"
+        )
+    repaired = aicmo_process("doctor", "--repair", "--json", env=env)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    report = json.loads(repaired.stdout)
+    assert report["found_before_repair"] == 1 and report["stranded"] == 0
+    assert report["repaired"] == ["overdue_pending: ran the dispatch step: 1 action(s) sent"]
 
 
 # -- campaigns, leads and the review gate (through aicmo.cam) -------------------------------

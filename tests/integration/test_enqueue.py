@@ -198,6 +198,13 @@ def test_no_countdown_ever_exceeds_the_horizon(session: Session, redis_client: r
 # -- guarantee 9: bad input never becomes a row -------------------------------------------
 
 
+def nested(depth: int, as_dict: bool = False) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"k": value} if as_dict else [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("action_type", "payload", "error"),
     [
@@ -205,6 +212,9 @@ def test_no_countdown_ever_exceeds_the_horizon(session: Session, redis_client: r
         (TYPE, {"tag": 5}, "tag"),
         (TYPE, {**POST, "tag": "x" * 300_000}, "over the limit"),
         (TYPE, {**POST, "tag": "bad \x00"}, "NUL"),
+        # Deeper than Python's recursion limit: refused by name, not a RecursionError.
+        (TYPE, {**POST, "extra": nested(50_000)}, "nested deeper than"),
+        (TYPE, {**POST, "extra": nested(70, as_dict=True)}, "nested deeper than"),
     ],
 )
 def test_bad_input_raises_and_writes_nothing(

@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text, update
 from sqlalchemy.orm import Session
 
+from aicmo.config import get_settings
 from aicmo.db import get_engine, session_scope, utcnow
 from aicmo.orchestration.models import AOLAction
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.orchestration.sweeper import Sweeper
 from tests.conftest import Book
+from tests.support.doctor import assert_nothing_stranded
+from tests.support.processes import beat, wait_for, worker
 from tests.support.recording import RecordingDispatcher
 
 pytestmark = pytest.mark.usefixtures("clean", "celery_app")
@@ -149,16 +153,112 @@ def test_expired_lease_on_last_attempt_goes_to_dlq(book: Book, session: Session)
 
 
 @pytest.mark.parametrize(("depth", "resent"), [(0, 1), (25, 0)])
-def test_lost_message_is_resent_only_when_its_queue_is_empty(
+def test_lost_message_is_resent_after_one_grace_period_only_when_its_queue_is_empty(
     session: Session, depth: int, resent: int
 ) -> None:
     with session.begin():
         # On the isolated queue: no worker reads it here, so the row stays READY.
         action = ActionQueue.enqueue_action(session, "T_ISOLATED_EFFECT", {"tag": "l"}, "lost")
     recorder = RecordingDispatcher(depth=depth)
-    report = Sweeper(dispatcher=recorder).sweep(now=utcnow() + timedelta(minutes=1))
+    sweeper = Sweeper(dispatcher=recorder)
+    grace = sweeper.settings.resend_grace_seconds
+    # Late by more than one grace period, less than the backlog bound.
+    report = sweeper.sweep(now=utcnow() + timedelta(seconds=grace * 2.5))
     assert report.resent == resent
     assert recorder.ids == [action.id] * resent
+
+
+def test_under_a_backlog_a_lost_message_is_resent_once_per_bound_never_snowballing(
+    session: Session,
+) -> None:
+    with session.begin():
+        action = ActionQueue.enqueue_action(session, "T_ISOLATED_EFFECT", {"tag": "b"}, "busy")
+    recorder = RecordingDispatcher(depth=25)  # the queue never empties
+    sweeper = Sweeper(dispatcher=recorder)
+    sweeper.settings = sweeper.settings.model_copy(update={"resend_backlog_factor": 5})
+    bound = sweeper.settings.resend_grace_seconds * 5
+    start = utcnow()
+    assert sweeper.sweep(now=start + timedelta(seconds=bound * 0.9)).resent == 0
+    # Past the bound: sent again whatever the depth, once; the next sweeps wait a new bound.
+    assert sweeper.sweep(now=start + timedelta(seconds=bound + 1)).resent == 1
+    for extra in (2, bound * 0.5):
+        assert sweeper.sweep(now=start + timedelta(seconds=bound + extra)).resent == 0
+    assert sweeper.sweep(now=start + timedelta(seconds=2 * bound + 2)).resent == 1
+    assert recorder.ids == [action.id, action.id]
+
+
+def insert_gone_rows() -> list[int]:
+    """Rows of T_GONE, a type a deploy removed: the oldest due, so first in every batch."""
+    with get_engine().begin() as conn:
+        return list(
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,
+                        not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc,
+                        queued_at_utc)
+                    SELECT 'gone-' || n, 'T_GONE', '{}'::jsonb,
+                           (ARRAY['PENDING','READY','RETRY'])[1 + n % 3],
+                           now() - interval '1 hour', 0, 3, now() - interval '1 hour',
+                           now() - interval '1 hour', NULL
+                    FROM generate_series(1, 3) AS n
+                    RETURNING id
+                    """
+                )
+            ).scalars()
+        )
+
+
+def test_rows_of_an_unregistered_type_are_set_aside_and_never_block_the_batch(
+    book: Book, redis_client: Any
+) -> None:
+    from aicmo.orchestration.registry import ActionType, registry
+    from aicmo.orchestration.stats import collect, prometheus_text
+    from tests.support.actions import NoopPayload, noop
+
+    gone = insert_gone_rows()
+    with session_scope() as s:
+        known = [
+            ActionQueue.enqueue_action(s, "T_ISOLATED_EFFECT", {"tag": f"k{n}"}).id
+            for n in range(4)
+        ]
+        # Their publish was lost before it happened: the sweeper must send them.
+        s.execute(update(AOLAction).where(AOLAction.id.in_(known)).values(queued_at_utc=None))
+    redis_client.delete("isolated", "gone")
+    sweeper = Sweeper()
+    sweeper.settings = sweeper.settings.model_copy(update={"sweep_batch_size": 2})
+    reports = [sweeper.sweep() for _ in range(2)]
+    assert redis_client.llen("isolated") == 4  # every known row was sent, in batches of 2
+    assert [r.set_aside for r in reports] == [3, 3]
+    from aicmo.health import run_checks
+    from aicmo.ops import doctor
+
+    rows = {i: book.action(i) for i in gone}
+    assert {r.status for r in rows.values()} == {"PENDING", "READY", "RETRY"}
+    assert all(r.queued_at_utc is None for r in rows.values())
+    # Said once per row, with the reason, however many sweeps pass.
+    for action_id in gone:
+        assert book.events(action_id) == ["SET_ASIDE"]
+
+    with session_scope() as s:
+        stats = collect(s, known_types=registry.names())
+        findings = doctor.find(s)
+    assert stats.as_dict()["set_aside"] == {"T_GONE": 3}
+    assert 'aicmo_set_aside{type="T_GONE"} 3' in prometheus_text(stats)
+    assert sorted(f.subject for f in findings if f.check == "unknown_type") == [
+        f"action {i}" for i in sorted(gone)
+    ]
+    [stranded] = run_checks(["stranded"])
+    assert not stranded.ok and "unknown_type" in stranded.detail
+
+    # A deploy brings the type back: its rows are sent with no one's help.
+    registry.register(ActionType("T_GONE", NoopPayload, noop, queue="gone"))
+    try:
+        report = sweeper.sweep()
+        assert report.set_aside == 0 and report.dispatched == 3
+    finally:
+        registry._types.pop("T_GONE")
+    assert redis_client.llen("gone") == 3
 
 
 def test_broker_reset_resends_every_waiting_action(session: Session) -> None:
@@ -171,3 +271,63 @@ def test_broker_reset_resends_every_waiting_action(session: Session) -> None:
     report = Sweeper(dispatcher=recorder).sweep()
     assert report.broker_reset and recorder.ids == [ready.id]
     assert later.id not in recorder.ids  # still PENDING: it had no message to lose
+
+
+def test_under_a_steady_backlog_a_lost_message_is_resent_and_runs(
+    book: Book, log_dir: Path, redis_client: Any
+) -> None:
+    """A real worker that never catches up, real beat: the backlog in "aol" never empties,
+    beat's sweeps travel on their own queue, and a READY row whose message was lost still
+    runs, once, within the backlog bound (3 grace periods of 2 s here)."""
+    env = {"AICMO_RESEND_BACKLOG_FACTOR": "3"}
+    processes = [
+        worker(log_dir, concurrency=2, env=env, extra=["-Q", f"aol,{get_settings().beat_queue}"]),
+        beat(log_dir, env=env),
+    ]
+    depths: list[int] = []
+    stop = threading.Event()
+
+    def feed() -> None:  # keep 30 or more messages waiting, whatever the worker does
+        n = 0
+        while not stop.is_set():
+            depth = int(redis_client.llen("aol"))
+            depths.append(depth)
+            if depth < 30:
+                with session_scope() as s:
+                    ActionQueue.enqueue_many(
+                        s, [("T_EFFECT", {"tag": f"load-{n + i}", "sleep": 0.2}) for i in range(20)]
+                    )
+                n += 20
+            stop.wait(0.1)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    try:
+        for process in processes:
+            process.start()
+        feeder.start()
+        wait_for(lambda: len(depths) > 5 and depths[-1] >= 20, 30, message="a backlog")
+        with get_engine().begin() as conn:
+            # Enqueued, its message lost on the way: READY, "sent" now, in no queue.
+            lost_id = conn.execute(
+                text(
+                    """
+                    INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,
+                        not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc,
+                        queued_at_utc)
+                    VALUES ('lost-under-load', 'T_EFFECT', '{"tag": "lost"}'::jsonb, 'READY',
+                        now(), 0, 3, now(), now(), now())
+                    RETURNING id
+                    """
+                )
+            ).scalar_one()
+        watched_from = len(depths)
+        book.wait_status(lost_id, "SUCCESS", timeout=45)
+        during = depths[watched_from:]
+    finally:
+        stop.set()
+        feeder.join(timeout=10)
+        for process in processes:
+            process.stop()
+    assert min(during) > 0, "the backlog drained: this proves nothing about a busy queue"
+    assert book.effects("lost") == [("lost", lost_id, 1)]
+    assert_nothing_stranded()

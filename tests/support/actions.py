@@ -175,3 +175,17 @@ def defer(ctx: ActionContext, payload: DeferPayload) -> dict[str, Any]:
         raise Deferred(f"{payload.tag}: no room yet (turn {turns})", retry_after=0.05)
     _record(ctx, payload.tag)
     return {"turns": turns}
+
+
+@registry.action(
+    "T_SQL_ERROR",
+    payload=TagPayload,
+    retry=RetryPolicy(max_attempts=1, base_delay=0.1, factor=1.0, max_delay=0.1, jitter=0.0),
+    queue=ISOLATED,
+)
+def sql_error(ctx: ActionContext, payload: TagPayload) -> None:
+    """A handler whose SQL fails with the payload (think: a lead's e-mail) as a parameter."""
+    ctx.session.execute(
+        text("INSERT INTO test_effects (tag, action_id, attempt) VALUES (:tag, NULL, 1)"),
+        {"tag": payload.tag},
+    )

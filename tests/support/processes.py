@@ -43,8 +43,11 @@ class CeleryProcess:
         log_dir: Path,
         env: dict[str, str] | None = None,
         ready_marker: str | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.command = command
+        # Run under another program, e.g. ``faketime -f -5m`` for a host whose clock is off.
+        self.prefix = list(prefix)
         self.args = list(args)
         self.name = f"{command}-{uuid.uuid4().hex[:8]}"
         self.log_path = log_dir / f"{self.name}.log"
@@ -59,7 +62,7 @@ class CeleryProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", self.command, *self.args],
+            [*self.prefix, sys.executable, "-m", "celery", "-A", "tasks", self.command, *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=log_file,
@@ -125,6 +128,7 @@ def worker(
     concurrency: int = 2,
     env: dict[str, str] | None = None,
     extra: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> CeleryProcess:
     name = f"w{uuid.uuid4().hex[:8]}@%h"
     return CeleryProcess(
@@ -145,6 +149,7 @@ def worker(
         log_dir,
         env=env,
         ready_marker=" ready.",
+        prefix=prefix,
     )
 
 

@@ -27,11 +27,23 @@ def test_the_entries_are_few_static_fan_outs_that_expire() -> None:
     assert entries["cam.schedule_daily_metrics"]["schedule"] == 900.0
     # A late fan-out still covers the tolerance (300 s) from its own "now": worth running
     # until tolerance - interval.
-    assert entries["cam.schedule_ticks"]["options"] == {"expires": 240.0}
-    assert entries["cam.schedule_daily_metrics"]["options"] == {"expires": 900.0}
+    # Beat's tasks have a queue of their own by default: a backlog of actions never delays them.
+    assert entries["cam.schedule_ticks"]["options"] == {"expires": 240.0, "queue": "aol.beat"}
+    assert entries["cam.schedule_daily_metrics"]["options"] == {
+        "expires": 900.0,
+        "queue": "aol.beat",
+    }
+    assert entries["aol.sweep"]["options"]["queue"] == "aol.beat"
     purge = entries["aol.purge"]
     assert purge["schedule"] == crontab(hour=3, minute=17)
-    assert purge["options"] == {"expires": 3600}
+    assert purge["options"] == {"expires": 3600, "queue": "aol.beat"}
+
+
+def test_a_worker_started_without_q_consumes_the_beat_queue() -> None:
+    from tasks.config import celery_config
+
+    queues = {q.name for q in celery_config(Settings())["task_queues"]}
+    assert {"aol", "aol.beat"} <= queues
 
 
 def test_intervals_queue_and_purge_time_come_from_the_settings() -> None:

@@ -164,7 +164,8 @@ async def health(user: Viewer) -> JSONResponse:
 
 @router.get("/doctor")
 async def doctor(user: Operator) -> JSONResponse:
-    """The slot for `aicmo doctor` (aicmo/ops/doctor.py): wired by the lead at merge."""
-    from aicmo.web import doctor_slot
+    """`aicmo doctor`'s census (read only; repairs stay with `aicmo doctor --repair`)."""
+    from aicmo.ops import doctor as doctor_ops
 
-    return await run_in_threadpool(doctor_slot.json_report)
+    found = await run_in_threadpool(doctor_ops.report)
+    return JSONResponse(found.as_dict())

@@ -38,19 +38,10 @@ async def overview(request: Request, user: Viewer) -> Response:
 
 @router.get("/doctor")
 async def doctor_page(request: Request, user: Operator) -> Response:
-    """The slot for `aicmo doctor` (aicmo/ops/doctor.py): wired by the lead at merge."""
-    from aicmo.web import doctor_slot
+    """`aicmo doctor`'s census (read only; repairs stay with `aicmo doctor --repair`)."""
+    from aicmo.ops import doctor as doctor_ops
 
-    found = await run_in_threadpool(doctor_slot.report)
-    if found is None:
-        return render(
-            request,
-            "error.html",
-            user,
-            status_code=501,
-            status=501,
-            message="aicmo doctor is not wired into the console yet",
-        )
+    found = (await run_in_threadpool(doctor_ops.report)).as_dict()
     return render(request, "doctor.html", user, report=found)
 
 
