@@ -310,9 +310,8 @@ def test_a_direct_call_goes_through_the_workers_fencing(url: str, session: Sessi
     action = hand_built(session, "orig-fenced", ORIGINAL_POST)
     # A worker holds the claim: the direct call must neither run it nor touch its row.
     worker = Executor(worker="test-worker", engine=get_engine(url))
-    now = datetime.now(UTC)
     claimed = worker.store.claim(
-        action.id, "POST_SOCIAL", "test-worker/1", now, now, now + timedelta(minutes=5)
+        action.id, "POST_SOCIAL", "test-worker/1", lease_seconds=300, skew_seconds=0
     )
     assert claimed is not None
     with pytest.raises(InvalidTransition, match="is RUNNING"):
