@@ -19,7 +19,7 @@ import httpx
 from aicmo.gateways.errors import BadCredentials
 from aicmo.gateways.platforms import LINKEDIN
 from aicmo.gateways.ports import SendResult, SocialPost
-from aicmo.gateways.social import NativeGateway, Refreshed, expires_in
+from aicmo.gateways.social import NativeGateway, Refreshed
 
 DEFAULT_API = "https://api.linkedin.com"
 DEFAULT_TOKEN_URL = "https://www.linkedin.com/oauth/v2/accessToken"
@@ -88,18 +88,7 @@ class LinkedInGateway(NativeGateway):
                 "client_secret": self.account.secrets["client_secret"],
             },
         )
-        if response.status_code in (400, 401):
-            raise BadCredentials(
-                self.provider,
-                f"token refresh refused (HTTP {response.status_code}: {self.message(response)})",
-            )
-        if not response.is_success:
-            raise self.fail(response)
-        document = response.json()
-        secrets = {**self.account.secrets, "access_token": document["access_token"]}
-        if document.get("refresh_token"):
-            secrets["refresh_token"] = document["refresh_token"]
-        return Refreshed(secrets, expires_in(document.get("expires_in")))
+        return self.oauth_refreshed(response)
 
     def message(self, response: httpx.Response) -> str:
         try:

@@ -204,6 +204,22 @@ class NativeGateway:
 
     # -- refresh under the account's lease -------------------------------------------------
 
+    def oauth_refreshed(self, response: httpx.Response) -> Refreshed:
+        """The new tokens from an OAuth 2.0 refresh answer (RFC 6749 section 5): a refused
+        refresh means the grant is gone (permanent); a rotated refresh token replaces ours."""
+        if response.status_code in (400, 401):
+            raise BadCredentials(
+                self.provider,
+                f"token refresh refused (HTTP {response.status_code}: {self.message(response)})",
+            )
+        if not response.is_success:
+            raise self.fail(response)
+        document = response.json()
+        secrets = {**self.account.secrets, "access_token": document["access_token"]}
+        if document.get("refresh_token"):
+            secrets["refresh_token"] = document["refresh_token"]
+        return Refreshed(secrets, expires_in(document.get("expires_in")))
+
     def refresh(self) -> None:
         seen = self.account.version
         lease = self.settings.social_refresh_lease_seconds

@@ -15,10 +15,9 @@ from typing import Any
 
 import httpx
 
-from aicmo.gateways.errors import BadCredentials
 from aicmo.gateways.platforms import X
 from aicmo.gateways.ports import SendResult, SocialPost
-from aicmo.gateways.social import ContentRefused, NativeGateway, Refreshed, expires_in
+from aicmo.gateways.social import ContentRefused, NativeGateway, Refreshed
 
 DEFAULT_API = "https://api.x.com"
 LOOKUP_MAX = 20
@@ -64,18 +63,7 @@ class XGateway(NativeGateway):
             # A confidential client authenticates with Basic; a public one sends only its id.
             headers=_basic(client_id, secret) if secret else None,
         )
-        if response.status_code in (400, 401):
-            raise BadCredentials(
-                self.provider,
-                f"token refresh refused (HTTP {response.status_code}: {self.message(response)})",
-            )
-        if not response.is_success:
-            raise self.fail(response)
-        document = response.json()
-        secrets = {**self.account.secrets, "access_token": document["access_token"]}
-        if document.get("refresh_token"):
-            secrets["refresh_token"] = document["refresh_token"]
-        return Refreshed(secrets, expires_in(document.get("expires_in")))
+        return self.oauth_refreshed(response)
 
     def message(self, response: httpx.Response) -> str:
         try:
