@@ -191,9 +191,9 @@ def run(argv: list[str] | None = None) -> int:
 
         upgrade(env.database_url)
         # aicmo is imported only now: its settings are read from the environment set above.
-        from tests.benchmarks import bench_figures, bench_report
+        from tests.benchmarks import bench_figures, bench_report, bench_results
 
-        sizes = bench_figures.QUICK if args.quick else bench_figures.FULL
+        sizes = bench_results.QUICK if args.quick else bench_results.FULL
         bench = bench_figures.Bench(
             env,
             sizes,

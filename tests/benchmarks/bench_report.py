@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from tests.benchmarks.bench_figures import Results, Sizes
+from tests.benchmarks.bench_results import Results, Sizes
 from tests.support.processes import ROOT
 
 NA = "—"

@@ -137,34 +137,39 @@ def asymmetries(found: dict[str, Any], events: bool | None = None) -> list[str]:
     return out
 
 
-def both(env: dict[str, str]) -> dict[str, Any]:
+def both(env: dict[str, str], derive_events: str | None = None) -> dict[str, Any]:
     """Both apps' effective settings, built in a fresh process under ``env`` the way each
-    worker builds them (aicmo: ``-A tasks``; plain: ``-A tests.benchmarks.plain_app``)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.bench_settings"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    worker builds them (aicmo: ``-A tasks``; plain: ``-A tests.benchmarks.plain_app``).
+
+    ``env`` carries the plain app's ``BENCH_PLAIN_CONFIG`` as the harness made it; or, with
+    ``derive_events`` (``aicmo`` or ``off``), that process derives it from its own ``AICMO_*``
+    first, as the harness does."""
+    argv = [sys.executable, "-m", "tests.benchmarks.bench_settings"]
+    if derive_events is not None:
+        argv += ["--derive", derive_events]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"reading the apps' settings failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--derive"]:
+        events = {"aicmo": None, "off": False}[argv[1]]
+        os.environ["BENCH_PLAIN_CONFIG"] = json.dumps(
+            plain_config(os.environ["BENCH_PLAIN_BROKER"], events)
+        )
+        os.environ["BENCH_PLAIN_TASK_OPTIONS"] = json.dumps(plain_task_options())
     import tasks
     from tests.benchmarks import plain_app
 
     out = {
         "aicmo": effective(tasks.app, AICMO_TASK),
         "plain": effective(plain_app.app, PLAIN_TASK),
-        "plain_events": os.environ.get("BENCH_PLAIN_EVENTS", ""),
     }
     print(json.dumps(out, default=repr))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
