@@ -250,6 +250,14 @@ def run(argv: list[str] | None = None) -> int:
     print(bench_report.console_table(rows))
     print()
     print(
+        "versions: "
+        + ", ".join(
+            f"{name} {facts[name]}"
+            for name in ("celery", "kombu", "dramatiq", "procrastinate")
+            if name in facts
+        )
+    )
+    print(
         f"load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}; "
         f"{headline_reps} repetition(s) for e2e and drain, {reps} for the others, median "
         f"shown; {wall_seconds:.0f} s in all"
