@@ -119,7 +119,7 @@ class Bench:
     def reset(self) -> None:
         """Empty tables and the Redis database between runs (no worker is running)."""
         self.pg.execute("TRUNCATE aol_execution_logs, aol_actions, bench_state RESTART IDENTITY")
-        if "procrastinate" in self.reference_apps:
+        if self.reference_apps.get("procrastinate") is not None:
             self.pg.execute("TRUNCATE procrastinate_jobs CASCADE")
         self.redis.flushdb()
 

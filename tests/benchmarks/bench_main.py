@@ -169,18 +169,14 @@ def run(argv: list[str] | None = None) -> int:
             + (", ".join(f"{k}={v}" for k, v in shown.items()) or "none"),
             flush=True,
         )
-        from tests.benchmarks.bench_settings import asymmetries, both
+        from tests.benchmarks.bench_settings import check_symmetric
 
-        for events in (None, False):
-            found = both(env.base_env({**env.aicmo_env(), **env.plain_env(events)}))
-            diff = asymmetries(found, events)
-            if diff:
-                label = "plain (Celery's default events)" if events is False else "plain"
-                print(
-                    f"{label} does not run with aicmo's settings:\n  " + "\n  ".join(diff),
-                    file=sys.stderr,
-                )
-                return 3
+        problems = check_symmetric(
+            lambda events: env.base_env({**env.aicmo_env(), **env.plain_env(events)})
+        )
+        if problems:
+            print("\n".join(problems), file=sys.stderr)
+            return 3
         print("  both apps' effective Celery settings compared: the same", flush=True)
         # This process only enqueues and reads: its aicmo log lines would clutter the table.
         logging.getLogger("aicmo").setLevel(logging.ERROR)

@@ -242,7 +242,7 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
         if plain is None and aicmo is None:
             continue
         diff = None if plain is None or aicmo is None else aicmo - plain
-        flags = []
+        flags = [] if any(capacity.values()) else ["capacity not measured: add drain or e2e"]
         for kind in ("plain", "aicmo"):
             sent = m("latency", kind, "sent_per_s")
             if sent is not None and sent < 0.9 * sizes.latency_rate:

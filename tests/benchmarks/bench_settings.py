@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 # Routing and naming: each app has its own queue and task names, which cost nothing per task.
@@ -152,6 +153,18 @@ def both(env: dict[str, str], derive_events: str | None = None) -> dict[str, Any
         raise RuntimeError(f"reading the apps' settings failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def check_symmetric(worker_env: Callable[[bool | None], dict[str, str]]) -> list[str]:
+    """Build both apps under the environment a run gives its workers (``worker_env(events)``:
+    plain with aicmo's settings, then with Celery's default events) and say what differs."""
+    problems = []
+    for events in (None, False):
+        diff = asymmetries(both(worker_env(events)), events)
+        if diff:
+            label = "plain (Celery's default events)" if events is False else "plain"
+            problems.append(f"{label} does not run with aicmo's settings:\n  " + "\n  ".join(diff))
+    return problems
 
 
 def main(argv: list[str]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.benchmarks.bench_env import ACTION_MODULES, BenchEnv, shell_settings
-from tests.benchmarks.bench_settings import DEFAULT_EVENTS, asymmetries, both
+from tests.benchmarks.bench_settings import DEFAULT_EVENTS, asymmetries, both, check_symmetric
 from tests.support import services
 from tests.support.processes import ROOT
 
@@ -81,6 +81,10 @@ def test_the_comparison_catches_a_plain_app_with_its_own_settings() -> None:
     assert {"conf.task_send_sent_event", "conf.worker_prefetch_multiplier"} <= differing
     # Task options the plain app was not given: the registry's time limits.
     assert {"task.soft_time_limit", "task.time_limit"} <= differing
+    # The check every run makes before measuring refuses it.
+    [problem, *_] = check_symmetric(lambda events: env)
+    assert "plain does not run with aicmo's settings" in problem
+    assert "task_send_sent_event: aicmo=False plain=True" in problem
 
 
 @pytest.fixture
