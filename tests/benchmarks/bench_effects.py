@@ -70,8 +70,8 @@ def done(started: float) -> None:
 
 
 def stamp(t0: float) -> None:
-    """Record how long after ``t0`` (the caller's clock before sending) this job started."""
-    _client().rpush(LATENCY_KEY, repr(time.time() - t0))
+    """Record ``t0`` (the caller's clock before sending) and when this job started."""
+    _client().rpush(LATENCY_KEY, f"{t0!r} {time.time()!r}")
 
 
 def _pg() -> Any:

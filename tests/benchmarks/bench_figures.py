@@ -35,7 +35,7 @@ from aicmo.orchestration.sweeper import Sweeper
 from tests.benchmarks import bench_effects, plain_app
 from tests.benchmarks.bench_actions import STAMP
 from tests.benchmarks.bench_env import BenchEnv, Worker
-from tests.benchmarks.bench_results import REFERENCES, Results, Sizes, run_order
+from tests.benchmarks.bench_results import REFERENCES, Results, Sizes, run_order, served_rate
 from tests.benchmarks.bench_settings import plain_config, plain_task_options
 from tests.support.processes import ROOT, wait_for
 from tests.support.recording import RecordingDispatcher
@@ -65,6 +65,32 @@ def percentile(values: list[float], fraction: float) -> float:
         return float("nan")
     rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
     return ordered[rank - 1]
+
+
+def others_cores(window: float = 0.5) -> float:
+    """Cores kept busy by processes other than this one over ``window`` seconds (taken
+    between runs, when none of the run's workers is running): the machine's background load,
+    which the 1-minute load average mixes with the run's own previous minute."""
+    try:
+        with open("/proc/stat") as stat:
+            first = [int(part) for part in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    own, started = time.process_time(), time.monotonic()
+    time.sleep(window)
+    with open("/proc/stat") as stat:
+        last = [int(part) for part in stat.readline().split()[1:9]]
+    # user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    busy = [b - a for a, b in zip(first, last, strict=True)]
+    busy_seconds = (sum(busy) - busy[3] - busy[4]) / tick
+    own_seconds = time.process_time() - own
+    return max(0.0, (busy_seconds - own_seconds) / (time.monotonic() - started))
+
+
+def machine_before() -> dict[str, float]:
+    """The load just before a run: the 1-minute load average and the others' cores."""
+    return {"load1_before": os.getloadavg()[0], "others_cores_before": others_cores()}
 
 
 def per_action(
@@ -226,9 +252,9 @@ class Bench:
         self.results.load_before[figure] = os.getloadavg()
         for rep in range(reps or self.reps):
             for kind in run_order(kinds, rep):
-                load1 = os.getloadavg()[0]
+                before = machine_before()
                 metrics = run(kind)
-                self.results.add(figure, kind, {**metrics, "load1_before": load1})
+                self.results.add(figure, kind, {**metrics, **before})
                 self.progress(figure, kind, rep, metrics, reps or self.reps)
         self.results.seconds[figure] = time.monotonic() - started
         self.results.load[figure] = os.getloadavg()
@@ -421,12 +447,12 @@ class Bench:
         worker = self.start_worker(kind)
         try:
             if kind == "aicmo":
-                latencies, (lag, sent_rate), cpu = self._latency_aicmo(count, rate, worker)
+                stamps, (lag, sent_rate), cpu = self._latency_aicmo(count, rate, worker)
             else:
-                latencies, (lag, sent_rate), cpu = self._latency_plain(count, rate, worker)
+                stamps, (lag, sent_rate), cpu = self._latency_plain(count, rate, worker)
         finally:
             self.stop_worker(worker)
-        ms = [value * 1000 for value in latencies]
+        ms = [(started - t0) * 1000 for t0, started in stamps]
         return {
             "p50_ms": percentile(ms, 0.50),
             "p99_ms": percentile(ms, 0.99),
@@ -434,6 +460,7 @@ class Bench:
             "samples": len(ms),
             "max_send_lag_ms": lag * 1000,
             "sent_per_s": sent_rate,
+            "served_per_s": served_rate(stamps),
             **cpu,
         }
 
@@ -456,7 +483,7 @@ class Bench:
 
     def _latency_aicmo(
         self, count: int, rate: float, worker: Worker
-    ) -> tuple[list[float], tuple[float, float], dict[str, float]]:
+    ) -> tuple[list[tuple[float, float]], tuple[float, float], dict[str, float]]:
         sent: dict[int, float] = {}
 
         def send(n: int) -> None:
@@ -485,11 +512,11 @@ class Bench:
             "SELECT id, (result_json->>'started')::float8 FROM aol_actions WHERE id = ANY(%s)",
             (list(sent),),
         ).fetchall()
-        return [started - sent[action_id] for action_id, started in rows], paced, cpu
+        return [(sent[action_id], started) for action_id, started in rows], paced, cpu
 
     def _latency_plain(
         self, count: int, rate: float, worker: Worker
-    ) -> tuple[list[float], tuple[float, float], dict[str, float]]:
+    ) -> tuple[list[tuple[float, float]], tuple[float, float], dict[str, float]]:
         task = self.plain_task("plain", "plain.stamp")
         for _ in range(WARMUP):
             task.apply_async((time.time(),))
@@ -509,8 +536,11 @@ class Bench:
             message=f"plain latency tasks ({worker.log_path})",
         )
         cpu = per_action(cpu_before, worker.cpu_seconds(), count)
-        latencies = [float(v) for v in self.redis.lrange(plain_app.LATENCY_KEY, 0, -1)]
-        return latencies, paced, cpu
+        stamps = []
+        for raw in self.redis.lrange(plain_app.LATENCY_KEY, 0, -1):
+            t0, started = raw.split()
+            stamps.append((float(t0), float(started)))
+        return stamps, paced, cpu
 
     # -- 5. sweeper ------------------------------------------------------------------------
 
@@ -533,9 +563,9 @@ class Bench:
                 f"{total:,} terminal rows seeded in {time.monotonic() - seed_started:.1f} s",
             )
             for rep in range(self.reps):
-                load1 = os.getloadavg()[0]
+                before = machine_before()
                 metrics = self._one_sweep(sweeper, due_ids)
-                self.results.add(f"sweeper_{label}", "aicmo", {**metrics, "load1_before": load1})
+                self.results.add(f"sweeper_{label}", "aicmo", {**metrics, **before})
                 self.progress(f"sweeper_{label}", "aicmo", rep, metrics)
         self.results.seconds["sweeper"] = time.monotonic() - started
         self.results.load["sweeper"] = os.getloadavg()
@@ -639,9 +669,9 @@ class Bench:
         try:
             fan_out = self.find_fanout()
             for rep in range(self.reps):
-                load1 = os.getloadavg()[0]
+                before = machine_before()
                 metrics = self.run_fanout(fan_out)
-                self.results.add("fanout", "aicmo", {**metrics, "load1_before": load1})
+                self.results.add("fanout", "aicmo", {**metrics, **before})
                 self.progress("fanout", "aicmo", rep, metrics)
         except NotMeasured as exc:
             self.results.not_measured["fanout"] = str(exc)

@@ -110,16 +110,37 @@ def load_before(results: Results, figure: str, kinds: tuple[str, ...]) -> float 
     return max(seen) if seen else None
 
 
-def load_mark(value: float | None) -> str:
-    """``0.42`` on a quiet machine; ``**2.31 busy**`` above :data:`LOAD_LIMIT`."""
+def others_before(results: Results, figure: str, kinds: tuple[str, ...]) -> float | None:
+    """The most cores other processes kept busy just before one of the runs (None: not
+    sampled)."""
+    seen = [
+        value
+        for kind in kinds
+        for value in results.get(figure, kind, "others_cores_before")
+        if math.isfinite(value)
+    ]
+    return max(seen) if seen else None
+
+
+def load_mark(value: float | None, others: float | None = None) -> str:
+    """``0.42`` on a quiet machine, ``**2.31 busy**`` above :data:`LOAD_LIMIT`; with the most
+    cores other processes used just before a run when it was sampled (the load average also
+    counts the benchmark's own previous minute, and others' past minute)."""
     if value is None:
         return NA
-    return f"**{value:.2f} busy**" if value > LOAD_LIMIT else f"{value:.2f}"
+    shown = f"{value:.2f}" if value <= LOAD_LIMIT else f"**{value:.2f} busy**"
+    return shown if others is None else f"{shown} (others {others:.2f} cores just before)"
 
 
 def over_capacity(offered: float, capacity: float | None) -> bool:
     """A latency figure measured above the side's capacity measures a growing backlog."""
     return capacity is not None and offered > capacity
+
+
+def fell_behind(sent: float, served: float | None) -> bool:
+    """The handlers started more slowly than the actions were sent (5% slack for the ends of
+    the run): the worker was over its capacity during the latency run itself."""
+    return served is not None and math.isfinite(served) and served < 0.95 * sent
 
 
 def _rate(value: float | None) -> str:
@@ -155,7 +176,7 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
         return median(results.get(figure, kind, metric))
 
     def load(figure: str, *kinds: str) -> str:
-        return load_mark(load_before(results, figure, kinds))
+        return load_mark(load_before(results, figure, kinds), others_before(results, figure, kinds))
 
     rows: list[Row] = []
 
@@ -251,6 +272,9 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
                 flags.append(
                     f"**{rate} is over {kind}'s measured capacity {capacity[kind]:,.0f}/s**"
                 )
+            served = m("latency", kind, "served_per_s")
+            if sent is not None and fell_behind(sent, served):
+                flags.append(f"**{kind} fell behind: served {served:,.0f}/s of {sent:,.0f}/s**")
         rows.append(
             Row(
                 f"start latency {label}, {rate}" + (f" ({'; '.join(flags)})" if flags else ""),
@@ -396,7 +420,10 @@ def cpu_rows(results: Results) -> list[list[str]]:
                     unit,
                     _ms(main),
                     _ms(child),
-                    load_mark(load_before(results, figure, (kind,))),
+                    load_mark(
+                        load_before(results, figure, (kind,)),
+                        others_before(results, figure, (kind,)),
+                    ),
                 ]
             )
     return out
@@ -513,9 +540,13 @@ METHOD = """\
   median of the per-repetition ratios (each repetition's two sides ran back to back), shown
   with its range and the number of pairs; e2e and drain have 5 repetitions, the others 3. The
   rates shown are medians over the repetitions.
-- **Load.** Each run records the 1-minute load average just before it starts; "load before"
-  is the highest of a row's runs, and a row marked **busy** had one above 1.0: the machine was
-  not quiet, and the row's absolute figures (ratios less so) are understated.
+- **Load.** Each run records the 1-minute load average just before it starts, and the cores
+  other processes kept busy in the half second before it (from `/proc/stat`, this process
+  excluded; no worker of the run is running then). "load before" is the highest load average
+  of a row's runs (or of the figure's start), with the most cores others used. A row marked
+  **busy** had a load average above 1.0: the machine was not quiet, and its absolute figures
+  (ratios less so) are understated. The load average also counts the benchmark's own
+  previous minute; the others' cores tell the two apart.
 - **CPU per action.** psutil user + system time of the worker's main process and of its
   children over the measured part of the run, divided by the actions run (table below; the
   enqueue, sweeper and fan-out figures show the calling process instead).
@@ -561,8 +592,10 @@ METHOD = """\
   before `enqueue_action` (its INSERT, commit and publish), plain just before `apply_async`;
   it stops at the handler's first line (aicmo: `BENCH_STAMP` returns `time.time()`, stored in
   `result_json` with the SUCCESS row; plain: the task pushes its delay to Redis). A latency
-  row whose offered rate is above the side's capacity measured in this run (drain, else e2e)
-  is flagged: there it measures a growing backlog, not latency. Percentiles are nearest-rank
+  row is flagged when its offered rate is above the side's capacity measured in this run
+  (drain, else e2e), or when, in the latency run itself, the handlers started more slowly
+  than the actions were sent (`served_per_s` under 95% of `sent_per_s`): there it measures a
+  growing backlog, not latency. Percentiles are nearest-rank
   over all samples of a repetition.
 - **Sweeper**: terminal rows (SUCCESS/FAILED/DLQ/CANCELLED, 30 days old) inserted with
   `INSERT .. SELECT generate_series`, then `VACUUM ANALYZE`; due rows are PENDING with

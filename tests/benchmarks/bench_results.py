@@ -90,3 +90,12 @@ class Results:
             "seconds": self.seconds,
             "versions": self.versions,
         }
+
+
+def served_rate(stamps: list[tuple[float, float]]) -> float:
+    """The rate the handlers started at, first start to last: below the rate sent, the worker
+    did not keep up and the latency figure measures a growing backlog."""
+    starts = sorted(started for _t0, started in stamps)
+    if len(starts) < 2 or starts[-1] <= starts[0]:
+        return float("nan")
+    return (len(starts) - 1) / (starts[-1] - starts[0])

@@ -9,6 +9,7 @@ import math
 from tests.benchmarks.bench_report import (
     build_rows,
     cpu_rows,
+    fell_behind,
     load_before,
     load_mark,
     markdown,
@@ -16,7 +17,7 @@ from tests.benchmarks.bench_report import (
     paired_ratios,
     ratio_stat,
 )
-from tests.benchmarks.bench_results import QUICK, Results, run_order
+from tests.benchmarks.bench_results import QUICK, Results, run_order, served_rate
 
 
 def _results(values: dict[str, dict[str, dict[str, list[float]]]]) -> Results:
@@ -81,6 +82,27 @@ def test_load_above_one_before_any_run_marks_the_row_busy() -> None:
     assert headline.ratio == "0.50x (0.50-0.50, 2 pairs)"
 
 
+def test_the_load_mark_shows_what_other_processes_used_just_before() -> None:
+    """The 1-minute load average still counts the previous run's workers: the cores other
+    processes used just before each run are shown beside it."""
+    assert load_mark(1.7, others=0.1) == "**1.70 busy** (others 0.10 cores just before)"
+    assert load_mark(0.8, others=0.9) == "0.80 (others 0.90 cores just before)"
+    results = _results(
+        {
+            "e2e": {
+                "plain": {"rate": [1.0, 1.0], "load1_before": [1.5, 1.6]},
+                "aicmo": {
+                    "rate": [1.0, 1.0],
+                    "load1_before": [1.4, 1.8],
+                    "others_cores_before": [0.05, 0.4],
+                },
+            }
+        }
+    )
+    [headline] = [r for r in build_rows(results, QUICK) if r.figure.startswith("end-to-end")]
+    assert headline.load == "**1.80 busy** (others 0.40 cores just before)"
+
+
 def test_the_load_before_the_figure_started_counts_too() -> None:
     results = _results({"drain": {"aicmo": {"rate": [1.0], "load1_before": [0.2]}}})
     results.load_before["drain"] = (2.5, 1.0, 1.0)
@@ -128,6 +150,31 @@ def test_a_latency_row_over_the_measured_capacity_is_flagged() -> None:
     for row in latency:
         assert "over aicmo's measured capacity 150/s" in row.figure
         assert "over plain's" not in row.figure
+
+
+def test_a_latency_run_whose_handlers_fell_behind_the_producer_is_flagged() -> None:
+    assert fell_behind(200.0, 150.0)
+    assert not fell_behind(200.0, 195.0)
+    assert not fell_behind(200.0, None)
+    assert not fell_behind(200.0, math.nan)
+    results = _results(
+        {
+            "drain": {"plain": {"rate": [800.0]}, "aicmo": {"rate": [400.0]}},
+            "latency": {
+                "plain": {"p50_ms": [2.0], "sent_per_s": [200.0], "served_per_s": [199.0]},
+                "aicmo": {"p50_ms": [4000.0], "sent_per_s": [150.0], "served_per_s": [110.0]},
+            },
+        }
+    )
+    [p50] = [r for r in build_rows(results, QUICK) if r.figure.startswith("start latency")]
+    assert "aicmo fell behind: served 110/s of 150/s" in p50.figure
+    assert "aicmo sent 150/s" in p50.figure
+    assert "plain fell behind" not in p50.figure and "capacity" not in p50.figure
+
+
+def test_served_rate_is_first_start_to_last() -> None:
+    assert served_rate([(0.0, 1.0), (0.1, 1.5), (0.2, 2.0)]) == 2.0
+    assert math.isnan(served_rate([(0.0, 1.0)]))
 
 
 def test_every_figure_gets_a_cpu_row_per_side() -> None:
