@@ -42,7 +42,13 @@ lint: $(INSTALLED)  ## ruff and mypy
 	$(BIN)/ruff format --check aicmo tasks migrations beat_schedule.py
 	$(BIN)/mypy
 
-bench:  ## benchmarks against plain Celery (writes BENCHMARKS.md), then bench-web
+BENCH_INSTALLED := $(VENV)/.installed-bench
+
+$(BENCH_INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	@touch $@
+
+bench: $(INSTALLED) $(BENCH_INSTALLED) services  ## benchmarks against plain Celery, Dramatiq and Procrastinate (writes BENCHMARKS.md), then bench-web
 	$(PY) -m tests.benchmarks $(BENCH_ARGS)
 	$(PY) -m tests.benchmarks.bench_web
 

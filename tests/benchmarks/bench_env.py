@@ -9,6 +9,7 @@ and drops the database; it runs on normal exit, on error, on Ctrl-C and on SIGTE
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -29,6 +30,20 @@ import redis
 from tests.support import services
 from tests.support.processes import ROOT, wait_for
 
+# The harness's own knobs (AICMO_TEST_PG_ADMIN, AICMO_TEST_REDIS), not aicmo settings.
+HARNESS_PREFIX = "AICMO_TEST_"
+# The run sets these itself: its own database, Redis database, folder and action types.
+RUN_OWNED = frozenset(
+    {
+        "AICMO_DATABASE_URL",
+        "AICMO_BROKER_URL",
+        "AICMO_BROKER_DIR",
+        "AICMO_ARTIFACT_DIR",
+        "AICMO_ACTION_MODULES",
+        "AICMO_PROOF_MODE",
+    }
+)
+SECRET_WORDS = ("KEY", "SECRET", "PASSWORD", "TOKEN", "URL", "DSN")
 ACTION_MODULES = "aicmo.orchestration.adapters,tests.support.actions,tests.benchmarks.bench_actions"
 PLAIN_APP = "tests.benchmarks.plain_app"
 AICMO_APP = "tasks"
@@ -40,7 +55,7 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 
 @dataclass
 class Worker:
-    """``celery -A <app> worker`` (prefork), optionally wrapped by a profiler command."""
+    """``celery -A <app> worker`` (prefork), or another framework's worker (``argv``)."""
 
     app: str
     env: dict[str, str]
@@ -51,6 +66,11 @@ class Worker:
     label: str = "worker"
     name: str = field(default_factory=lambda: f"bench{uuid.uuid4().hex[:8]}")
     proc: subprocess.Popen[bytes] | None = None
+    # Another framework's worker (Dramatiq, Procrastinate): its command line, and the log line
+    # it prints once ready, seen ``ready_count`` times (once per worker process).
+    argv: Sequence[str] | None = None
+    ready_marker: str = " ready."
+    ready_count: int = 1
 
     @property
     def log_path(self) -> Path:
@@ -61,6 +81,8 @@ class Worker:
         return f"{self.name}@{socket.gethostname()}"
 
     def command(self) -> list[str]:
+        if self.argv is not None:
+            return list(self.argv)
         return [
             sys.executable,
             "-m",
@@ -102,7 +124,7 @@ class Worker:
             raise RuntimeError(
                 f"{self.label} exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
             )
-        return " ready." in self.log()
+        return self.log().count(self.ready_marker) >= self.ready_count
 
     def log(self) -> str:
         try:
@@ -171,6 +193,15 @@ class Worker:
             self.proc.wait(timeout=10)
 
 
+def shell_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``AICMO_*`` settings of ``environ`` that a run passes on to every worker."""
+    return {
+        key: value
+        for key, value in environ.items()
+        if key.startswith("AICMO_") and not key.startswith(HARNESS_PREFIX) and key not in RUN_OWNED
+    }
+
+
 class BenchEnv:
     """Database, Redis database number, temp folder and processes of one benchmark run."""
 
@@ -186,6 +217,9 @@ class BenchEnv:
         self.subprocesses: list[subprocess.Popen[Any]] = []
         self._closed = False
         self._old_handlers: dict[int, Any] = {}
+        self._plain_configs: dict[bool | None, tuple[str, str]] = {}
+        # Read now: install_process_env() replaces this process's AICMO_* variables.
+        self.shell_settings = shell_settings(os.environ)
 
     # -- set up ----------------------------------------------------------------------------
 
@@ -219,24 +253,41 @@ class BenchEnv:
         return self.found.broker_url
 
     def aicmo_env(self) -> dict[str, str]:
-        """aicmo's settings for this run; every other AICMO_ variable is dropped, so a run
-        started from inside the test suite does not inherit the suite's tuned knobs."""
+        """aicmo's settings for this run: the shell's ``AICMO_*`` settings (``AICMO_TASK_EVENTS``,
+        log level...), reaching both sides' workers and this process alike, with the run's own
+        services and action modules on top."""
         return {
+            "AICMO_LOG_LEVEL": "INFO",
+            "AICMO_LOG_FORMAT": "text",
+            **self.shell_settings,
             "AICMO_DATABASE_URL": self.database_url,
             "AICMO_BROKER_URL": self.broker_url,
             "AICMO_ARTIFACT_DIR": str(self.tmp / "artifacts"),
             "AICMO_ACTION_MODULES": ACTION_MODULES,
             "AICMO_PROOF_MODE": "true",
-            "AICMO_LOG_LEVEL": "INFO",
-            "AICMO_LOG_FORMAT": "text",
         }
 
-    def plain_env(self, events: bool = True) -> dict[str, str]:
+    def plain_env(self, events: bool | None = None) -> dict[str, str]:
+        """The plain app's environment: aicmo's Celery settings (``events=False``: with
+        Celery's default event settings instead). Call after :meth:`install_process_env`."""
+        if events not in self._plain_configs:
+            from tests.benchmarks.bench_settings import plain_config, plain_task_options
+
+            self._plain_configs[events] = (
+                json.dumps(plain_config(self.broker_url, events)),
+                json.dumps(plain_task_options()),
+            )
+        config, options = self._plain_configs[events]
         return {
-            "BENCH_PLAIN_BROKER": self.broker_url,
-            "BENCH_PLAIN_EVENTS": "1" if events else "0",
-            "BENCH_PLAIN_DSN": self.psycopg_dsn,
+            **self.services_env(),
+            "BENCH_PLAIN_CONFIG": config,
+            "BENCH_PLAIN_TASK_OPTIONS": options,
+            "BENCH_PLAIN_EVENTS": {None: "aicmo", True: "on", False: "off"}[events],
         }
+
+    def services_env(self) -> dict[str, str]:
+        """What the baselines' jobs need (:mod:`tests.benchmarks.bench_effects`)."""
+        return {"BENCH_PLAIN_BROKER": self.broker_url, "BENCH_PLAIN_DSN": self.psycopg_dsn}
 
     @staticmethod
     def base_env(extra: dict[str, str]) -> dict[str, str]:
@@ -250,9 +301,17 @@ class BenchEnv:
     def install_process_env(self) -> None:
         """Point this process's aicmo at the run's services (before aicmo is imported)."""
         for key in [k for k in os.environ if k.startswith(("AICMO_", "BENCH_"))]:
-            del os.environ[key]
+            if not key.startswith(HARNESS_PREFIX):
+                del os.environ[key]
         os.environ.update(self.aicmo_env())
         os.environ.update(self.plain_env())
+
+    def shell_settings_shown(self) -> dict[str, str]:
+        """The shell's ``AICMO_*`` settings, secrets masked, for the report."""
+        return {
+            key: "***" if any(word in key for word in SECRET_WORDS) else value
+            for key, value in sorted(self.shell_settings.items())
+        }
 
     # -- processes -------------------------------------------------------------------------
 
@@ -263,11 +322,15 @@ class BenchEnv:
         log_level: str = "INFO",
         env: dict[str, str] | None = None,
     ) -> Worker:
-        """An unstarted worker of ``kind``: aicmo, plain (events on) or plain-noevents."""
+        """An unstarted worker of ``kind``: aicmo, plain (aicmo's settings) or plain-noevents
+        (Celery's default event settings)."""
         if kind == "aicmo":
             app, extra = AICMO_APP, self.aicmo_env()
         else:
-            app, extra = PLAIN_APP, self.plain_env(events=kind != "plain-noevents")
+            app, extra = (
+                PLAIN_APP,
+                self.plain_env(events=False if kind == "plain-noevents" else None),
+            )
         made = Worker(
             app=app,
             env=self.base_env({**extra, **(env or {})}),
@@ -275,6 +338,23 @@ class BenchEnv:
             queues=queues,
             log_level=log_level,
             label=kind,
+        )
+        self.workers.append(made)
+        return made
+
+    def other_worker(
+        self, label: str, argv: Sequence[str], ready_marker: str, ready_count: int = 1
+    ) -> Worker:
+        """An unstarted worker of another framework, with the baselines' environment."""
+        made = Worker(
+            app="",
+            env=self.base_env(self.services_env()),
+            log_dir=self.log_dir,
+            queues=(),
+            label=label,
+            argv=argv,
+            ready_marker=ready_marker,
+            ready_count=ready_count,
         )
         self.workers.append(made)
         return made

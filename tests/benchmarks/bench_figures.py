@@ -1,8 +1,12 @@
-"""The figures of issue 7, each measured for plain Celery and for aicmo in the same run.
+"""The figures, each measured for plain Celery and for aicmo in the same run.
 
 Every ``run_*`` method measures one repetition of one side ("kind") and returns its metrics;
-:meth:`Bench.measure` repeats them, alternating the order of the sides from one repetition to
-the next so that a burst of load on the machine does not always land on the same side.
+:meth:`Bench.measure` repeats them. Within a repetition aicmo runs right between its two
+headline baselines (plain with aicmo's settings, plain with Celery's default events), and the
+order is reversed from one repetition to the next, so each repetition pairs the sides back to
+back and a burst of load on the machine does not always land on the same side. The report
+takes the median of the per-repetition ratios. Every run records the 1-minute load average
+just before it starts (``load1_before``) and the worker's CPU per action.
 
 This module imports aicmo, so it must be imported after :meth:`BenchEnv.install_process_env`.
 """
@@ -18,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,9 +32,11 @@ import psycopg
 from aicmo.db import session_factory, session_scope
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.orchestration.sweeper import Sweeper
-from tests.benchmarks import plain_app
+from tests.benchmarks import bench_effects, plain_app
 from tests.benchmarks.bench_actions import STAMP
 from tests.benchmarks.bench_env import BenchEnv, Worker
+from tests.benchmarks.bench_results import REFERENCES, Results, Sizes, run_order, served_rate
+from tests.benchmarks.bench_settings import plain_config, plain_task_options
 from tests.support.processes import ROOT, wait_for
 from tests.support.recording import RecordingDispatcher
 
@@ -40,69 +46,8 @@ WARMUP = 20
 BATCH = 100  # the e2e context row "aicmo producer in batches"
 
 
-@dataclass(frozen=True)
-class Sizes:
-    e2e: int = 5000
-    drain: int = 5000
-    enqueue_one: int = 2000
-    enqueue_bulk: int = 10_000
-    latency_rate: float = 200.0
-    latency_seconds: float = 10.0
-    sweep_small: int = 100_000
-    sweep_large: int = 1_000_000
-    sweep_due: int = 1000
-    campaigns: int = 10_000
-    embedded: int = 5000
-
-
-FULL = Sizes()
-QUICK = Sizes(
-    e2e=500,
-    drain=500,
-    enqueue_one=200,
-    enqueue_bulk=1000,
-    latency_seconds=1.0,
-    sweep_small=10_000,
-    sweep_large=100_000,
-    sweep_due=100,
-    campaigns=1000,
-    embedded=200,
-)
-
-
 class NotMeasured(Exception):
     """A figure that cannot be measured on this code (yet); the reason goes in the table."""
-
-
-@dataclass
-class Results:
-    """metric values per figure and side, one per repetition, plus notes."""
-
-    values: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
-    not_measured: dict[str, str] = field(default_factory=dict)
-    notes: dict[str, list[str]] = field(default_factory=dict)
-    load: dict[str, tuple[float, float, float]] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def add(self, figure: str, kind: str, metrics: dict[str, float]) -> None:
-        side = self.values.setdefault(figure, {}).setdefault(kind, {})
-        for name, value in metrics.items():
-            side.setdefault(name, []).append(float(value))
-
-    def get(self, figure: str, kind: str, metric: str) -> list[float]:
-        return self.values.get(figure, {}).get(kind, {}).get(metric, [])
-
-    def note(self, figure: str, message: str) -> None:
-        self.notes.setdefault(figure, []).append(message)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "values": self.values,
-            "not_measured": self.not_measured,
-            "notes": self.notes,
-            "load": self.load,
-            "seconds": self.seconds,
-        }
 
 
 @dataclass
@@ -122,6 +67,32 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
+def others_cores(window: float = 0.5) -> float:
+    """Cores kept busy by processes other than this one over ``window`` seconds (taken
+    between runs, when none of the run's workers is running): the machine's background load,
+    which the 1-minute load average mixes with the run's own previous minute."""
+    try:
+        with open("/proc/stat") as stat:
+            first = [int(part) for part in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    own, started = time.process_time(), time.monotonic()
+    time.sleep(window)
+    with open("/proc/stat") as stat:
+        last = [int(part) for part in stat.readline().split()[1:9]]
+    # user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    busy = [b - a for a, b in zip(first, last, strict=True)]
+    busy_seconds = (sum(busy) - busy[3] - busy[4]) / tick
+    own_seconds = time.process_time() - own
+    return max(0.0, (busy_seconds - own_seconds) / (time.monotonic() - started))
+
+
+def machine_before() -> dict[str, float]:
+    """The load just before a run: the 1-minute load average and the others' cores."""
+    return {"load1_before": os.getloadavg()[0], "others_cores_before": others_cores()}
+
+
 def per_action(
     before: tuple[float, float], after: tuple[float, float], count: int
 ) -> dict[str, float]:
@@ -134,36 +105,53 @@ def per_action(
 
 class Bench:
     def __init__(
-        self, env: BenchEnv, sizes: Sizes, reps: int, context: bool, log_level: str = "INFO"
+        self,
+        env: BenchEnv,
+        sizes: Sizes,
+        reps: int,
+        context: bool,
+        log_level: str = "INFO",
+        headline_reps: int | None = None,
+        references: bool = False,
     ) -> None:
         self.env = env
         self.sizes = sizes
         self.reps = reps
+        self.headline_reps = headline_reps or reps
         self.context = context
+        self.with_references = references
         self.log_level = log_level
         self.results = Results()
         self.pg = psycopg.connect(env.psycopg_dsn, autocommit=True)
-        self.pg.execute(plain_app.PG_DDL)
+        self.pg.execute(bench_effects.STATE_DDL)
         self.redis = env.redis
+        # The producer's side of plain Celery, with the same settings as its workers (the
+        # sent event, when on, is the producer's cost).
         self.plain = {
-            True: plain_app.make_app(env.broker_url, events=True),
-            False: plain_app.make_app(env.broker_url, events=False),
+            events: plain_app.make_app(plain_config(env.broker_url, events), plain_task_options())
+            for events in (None, False)
         }
         self.sessions = session_factory()
+        self.reference_apps: dict[str, Any] = {}
 
     def close(self) -> None:
+        procrastinate = self.reference_apps.get("procrastinate")
+        if procrastinate is not None:
+            procrastinate.app.close()
         self.pg.close()
 
     # -- plumbing --------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Empty tables and the Redis database between runs (no worker is running)."""
-        self.pg.execute(
-            "TRUNCATE aol_execution_logs, aol_actions, bench_plain_effects RESTART IDENTITY"
-        )
+        self.pg.execute("TRUNCATE aol_execution_logs, aol_actions, bench_state RESTART IDENTITY")
+        if self.reference_apps.get("procrastinate") is not None:
+            self.pg.execute("TRUNCATE procrastinate_jobs CASCADE")
         self.redis.flushdb()
 
     def start_worker(self, kind: str, queues: list[str] | None = None) -> Worker:
+        if kind in REFERENCES:
+            return self.start_reference(kind)
         worker_kind = {"plain-pg": "plain", "aicmo-batch": "aicmo"}.get(kind, kind)
         if queues is None:
             queues = [AICMO_QUEUE if worker_kind == "aicmo" else plain_app.QUEUE]
@@ -177,12 +165,19 @@ class Bench:
     def plain_task(self, kind: str, name: str = "plain.noop") -> Any:
         if kind == "plain-pg":
             name = "plain.pg_txn"
-        return self.plain[kind != "plain-noevents"].tasks[name]
+        return self.plain[False if kind == "plain-noevents" else None].tasks[name]
 
     def enqueue_one(self, kind: str, n: int) -> None:
         if kind == "aicmo":
             with session_scope() as session:
                 ActionQueue.enqueue_action(session, NOOP, {"n": n})
+        elif kind in REFERENCES:
+            framework, job = REFERENCES[kind]
+            actor = getattr(self.reference_apps[framework], job)
+            if framework == "dramatiq":
+                actor.send(n)
+            else:
+                actor.defer(n=n)
         else:
             self.plain_task(kind).apply_async((n,))
 
@@ -247,34 +242,97 @@ class Bench:
             time.sleep(0.05)
 
     def measure(
-        self, figure: str, kinds: list[str], run: Callable[[str], dict[str, float]]
+        self,
+        figure: str,
+        kinds: list[str],
+        run: Callable[[str], dict[str, float]],
+        reps: int | None = None,
     ) -> None:
         started = time.monotonic()
-        for rep in range(self.reps):
-            shift = rep % len(kinds)
-            for kind in kinds[shift:] + kinds[:shift]:
+        self.results.load_before[figure] = os.getloadavg()
+        for rep in range(reps or self.reps):
+            for kind in run_order(kinds, rep):
+                before = machine_before()
                 metrics = run(kind)
-                self.results.add(figure, kind, metrics)
-                self.progress(figure, kind, rep, metrics)
+                self.results.add(figure, kind, {**metrics, **before})
+                self.progress(figure, kind, rep, metrics, reps or self.reps)
         self.results.seconds[figure] = time.monotonic() - started
         self.results.load[figure] = os.getloadavg()
 
-    def progress(self, figure: str, kind: str, rep: int, metrics: dict[str, float]) -> None:
+    def progress(
+        self, figure: str, kind: str, rep: int, metrics: dict[str, float], reps: int | None = None
+    ) -> None:
         shown = ", ".join(
             f"{name} {value:,.0f}" if abs(value) >= 100 else f"{name} {value:.3g}"
             for name, value in metrics.items()
         )
-        print(f"  [{figure}] {kind:<15} rep {rep + 1}/{self.reps}: {shown}", flush=True)
+        print(f"  [{figure}] {kind:<16} rep {rep + 1}/{reps or self.reps}: {shown}", flush=True)
 
     def kinds(self, *extra: str) -> list[str]:
-        return ["plain", "aicmo", *(extra if self.context else ())]
+        """plain and aicmo, plus plain with Celery's default events (the headline's second
+        baseline, always), plus the context kinds when context is on."""
+        return ["plain", "aicmo", "plain-noevents", *(extra if self.context else ())]
+
+    # -- other frameworks ------------------------------------------------------------------
+
+    def references(self) -> list[str]:
+        """The reference kinds whose framework is installed (the others are noted)."""
+        if not self.with_references:
+            return []
+        found = []
+        for kind, (framework, _job) in REFERENCES.items():
+            app = self._reference_app(framework)
+            if app is not None:
+                found.append(kind)
+        return found
+
+    def _reference_app(self, framework: str) -> Any:
+        if framework in self.reference_apps:
+            return self.reference_apps[framework]
+        try:
+            module = importlib.import_module(f"tests.benchmarks.{framework}_app")
+        except ImportError as exc:
+            self.results.not_measured[framework] = (
+                f"{exc}; `pip install -e '.[bench]'` (make bench does)"
+            )
+            self.reference_apps[framework] = None
+            return None
+        from importlib.metadata import version
+
+        self.results.versions[framework] = version(framework)
+        if framework == "procrastinate":
+            module.app.open()
+            try:
+                module.app.schema_manager.apply_schema()
+            except Exception as exc:  # applied already by an earlier figure of this run
+                if "already exists" not in str(exc):
+                    raise
+        self.reference_apps[framework] = module
+        return module
+
+    def start_reference(self, kind: str) -> Worker:
+        framework, _job = REFERENCES[kind]
+        python = sys.executable
+        if framework == "dramatiq":
+            # Two processes of one thread: the shape of Celery's prefork -c 2.
+            argv = [python, "-m", "dramatiq", "tests.benchmarks.dramatiq_app"]
+            argv += ["--processes", "2", "--threads", "1"]
+            worker = self.env.other_worker(kind, argv, "Worker process is ready for action.", 2)
+        else:
+            # One asyncio worker running two jobs at a time; -v: INFO, like the Celery workers.
+            argv = [python, "-m", "procrastinate", "-v"]
+            argv += ["--app=tests.benchmarks.procrastinate_app.app", "worker"]
+            argv += ["--concurrency", "2", "--queues", "bench"]
+            worker = self.env.other_worker(kind, argv, "Starting worker")
+        return worker.start()
 
     # -- 1. end to end ---------------------------------------------------------------------
 
     def figure_e2e(self) -> None:
         """N no-op actions enqueued one by one while one worker consumes: first enqueue to
         last completion. Memory is read from the same workers right after."""
-        self.measure("e2e", self.kinds("plain-noevents", "plain-pg", "aicmo-batch"), self.run_e2e)
+        kinds = self.kinds("plain-pg", "aicmo-batch") + self.references()
+        self.measure("e2e", kinds, self.run_e2e, self.headline_reps)
 
     def run_e2e(self, kind: str) -> dict[str, float]:
         count = self.sizes.e2e
@@ -294,7 +352,8 @@ class Bench:
                 for n in range(count):
                     self.enqueue_one(kind, n)
             t_enqueued = time.time()
-            state = self.wait_done("aicmo" if kind == "aicmo-batch" else kind, count, worker)
+            counted = "aicmo" if kind == "aicmo-batch" else "plain" if kind in REFERENCES else kind
+            state = self.wait_done(counted, count, worker)
             memory = worker.memory()
             cpu = per_action(cpu_before, worker.cpu_seconds(), count)
         finally:
@@ -313,7 +372,7 @@ class Bench:
 
     def figure_drain(self) -> None:
         """N actions queued first, then a worker starts: first task start to last done."""
-        self.measure("drain", self.kinds("plain-noevents"), self.run_drain)
+        self.measure("drain", self.kinds(), self.run_drain, self.headline_reps)
 
     def run_drain(self, kind: str) -> dict[str, float]:
         count = self.sizes.drain
@@ -323,11 +382,7 @@ class Bench:
         queued = int(self.redis.llen(queue))
         if queued != count:
             raise RuntimeError(f"{kind}: {queued} messages queued, expected {count}")
-        worker = self.env.worker(
-            "plain" if kind == "plain-pg" else kind,
-            [queue],
-            log_level=self.log_level,
-        )
+        worker = self.env.worker(kind, [queue], log_level=self.log_level)
         try:
             worker.start()
             t_ready = time.time()  # within the 50 ms poll of the "ready" line
@@ -392,12 +447,12 @@ class Bench:
         worker = self.start_worker(kind)
         try:
             if kind == "aicmo":
-                latencies, (lag, sent_rate) = self._latency_aicmo(count, rate, worker)
+                stamps, (lag, sent_rate), cpu = self._latency_aicmo(count, rate, worker)
             else:
-                latencies, (lag, sent_rate) = self._latency_plain(count, rate, worker)
+                stamps, (lag, sent_rate), cpu = self._latency_plain(count, rate, worker)
         finally:
             self.stop_worker(worker)
-        ms = [value * 1000 for value in latencies]
+        ms = [(started - t0) * 1000 for t0, started in stamps]
         return {
             "p50_ms": percentile(ms, 0.50),
             "p99_ms": percentile(ms, 0.99),
@@ -405,6 +460,8 @@ class Bench:
             "samples": len(ms),
             "max_send_lag_ms": lag * 1000,
             "sent_per_s": sent_rate,
+            "served_per_s": served_rate(stamps),
+            **cpu,
         }
 
     def _paced(self, count: int, rate: float, send: Callable[[int], None]) -> tuple[float, float]:
@@ -426,15 +483,18 @@ class Bench:
 
     def _latency_aicmo(
         self, count: int, rate: float, worker: Worker
-    ) -> tuple[list[float], tuple[float, float]]:
+    ) -> tuple[list[tuple[float, float]], tuple[float, float], dict[str, float]]:
         sent: dict[int, float] = {}
 
         def send(n: int) -> None:
+            # The clock starts where the caller starts asking, before the INSERT: what the
+            # caller waits for is the enqueue, its commit and the publish, as with plain's
+            # apply_async.
+            t0 = time.time()
             session = self.sessions()
             try:
                 session.begin()
                 action = ActionQueue.enqueue_action(session, STAMP, {"n": n})
-                t0 = time.time()
                 session.commit()  # commits, then publishes (after-commit hook)
                 sent[action.id] = t0
             finally:
@@ -444,17 +504,19 @@ class Bench:
             send(n)
         self.wait_done("aicmo", WARMUP, worker, STAMP)
         sent.clear()
+        cpu_before = worker.cpu_seconds()
         paced = self._paced(count, rate, send)
         self.wait_done("aicmo", WARMUP + count, worker, STAMP)
+        cpu = per_action(cpu_before, worker.cpu_seconds(), count)
         rows = self.pg.execute(
             "SELECT id, (result_json->>'started')::float8 FROM aol_actions WHERE id = ANY(%s)",
             (list(sent),),
         ).fetchall()
-        return [started - sent[action_id] for action_id, started in rows], paced
+        return [(sent[action_id], started) for action_id, started in rows], paced, cpu
 
     def _latency_plain(
         self, count: int, rate: float, worker: Worker
-    ) -> tuple[list[float], tuple[float, float]]:
+    ) -> tuple[list[tuple[float, float]], tuple[float, float], dict[str, float]]:
         task = self.plain_task("plain", "plain.stamp")
         for _ in range(WARMUP):
             task.apply_async((time.time(),))
@@ -464,15 +526,21 @@ class Bench:
         self.redis.delete(plain_app.LATENCY_KEY)
 
         def send(n: int) -> None:
-            task.apply_async((time.time(),))
+            task.apply_async((time.time(),))  # the clock starts before apply_async
 
+        cpu_before = worker.cpu_seconds()
         paced = self._paced(count, rate, send)
         wait_for(
             lambda: self.redis.llen(plain_app.LATENCY_KEY) >= count,
             60,
             message=f"plain latency tasks ({worker.log_path})",
         )
-        return [float(v) for v in self.redis.lrange(plain_app.LATENCY_KEY, 0, -1)], paced
+        cpu = per_action(cpu_before, worker.cpu_seconds(), count)
+        stamps = []
+        for raw in self.redis.lrange(plain_app.LATENCY_KEY, 0, -1):
+            t0, started = raw.split()
+            stamps.append((float(t0), float(started)))
+        return stamps, paced, cpu
 
     # -- 5. sweeper ------------------------------------------------------------------------
 
@@ -484,6 +552,7 @@ class Bench:
         sweeper.sweep()  # warm: connections, the broker canary, imports
         due_ids = self._seed_due(self.sizes.sweep_due)
         added = 0
+        self.results.load_before["sweeper"] = os.getloadavg()
         for label, total in (("small", self.sizes.sweep_small), ("large", self.sizes.sweep_large)):
             seed_started = time.monotonic()
             self._seed_terminal(added, total - added)
@@ -494,8 +563,9 @@ class Bench:
                 f"{total:,} terminal rows seeded in {time.monotonic() - seed_started:.1f} s",
             )
             for rep in range(self.reps):
+                before = machine_before()
                 metrics = self._one_sweep(sweeper, due_ids)
-                self.results.add(f"sweeper_{label}", "aicmo", metrics)
+                self.results.add(f"sweeper_{label}", "aicmo", {**metrics, **before})
                 self.progress(f"sweeper_{label}", "aicmo", rep, metrics)
         self.results.seconds["sweeper"] = time.monotonic() - started
         self.results.load["sweeper"] = os.getloadavg()
@@ -541,8 +611,10 @@ class Bench:
     def _one_sweep(self, sweeper: Sweeper, due_ids: list[int]) -> dict[str, float]:
         self._reset_due(due_ids)
         started = time.perf_counter()
+        cpu = time.process_time()
         report = sweeper.sweep()
         elapsed = (time.perf_counter() - started) * 1000
+        cpu_ms = (time.process_time() - cpu) * 1000
         if report.dispatched != len(due_ids) or report.errors:
             raise RuntimeError(f"sweep dispatched {report.dispatched}/{len(due_ids)}: {report}")
         queued = int(self.redis.llen(AICMO_QUEUE))
@@ -556,7 +628,8 @@ class Bench:
         db_only = (time.perf_counter() - started) * 1000
         if len(recorder.sent) != len(due_ids):
             raise RuntimeError(f"recorded sweep sent {len(recorder.sent)}/{len(due_ids)}")
-        return {"ms": elapsed, "db_only_ms": db_only}
+        # The sweep runs in this process: its CPU is this process's (PostgreSQL's is not in it).
+        return {"ms": elapsed, "db_only_ms": db_only, "main_cpu_ms": cpu_ms}
 
     # -- 6. beat fan-out -------------------------------------------------------------------
 
@@ -592,11 +665,13 @@ class Bench:
 
     def figure_fanout(self) -> None:
         """N ACTIVE campaigns due: one call of the fan-out until every tick is enqueued."""
+        self.results.load_before["fanout"] = os.getloadavg()
         try:
             fan_out = self.find_fanout()
             for rep in range(self.reps):
+                before = machine_before()
                 metrics = self.run_fanout(fan_out)
-                self.results.add("fanout", "aicmo", metrics)
+                self.results.add("fanout", "aicmo", {**metrics, **before})
                 self.progress("fanout", "aicmo", rep, metrics)
         except NotMeasured as exc:
             self.results.not_measured["fanout"] = str(exc)
@@ -615,12 +690,14 @@ class Bench:
         tick = registry.get("CAMPAIGN_TICK")
         params = list(inspect.signature(fan_out).parameters)
         started = time.perf_counter()
+        cpu = time.process_time()
         if params and params[0] == "session":
             with session_scope() as session:  # its commit publishes the ticks
                 fan_out(session)
         else:
             fan_out()
         elapsed = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu
         row = self.pg.execute(
             "SELECT count(*) FROM aol_actions WHERE action_type = 'CAMPAIGN_TICK'"
         ).fetchone()
@@ -631,7 +708,7 @@ class Bench:
                 f"the fan-out made {ticks} tick rows and {published} messages for "
                 f"{self.sizes.campaigns} campaigns"
             )
-        return {"seconds": elapsed, "ticks": ticks}
+        return {"seconds": elapsed, "ticks": ticks, "main_cpu_ms": cpu_s * 1000 / max(1, ticks)}
 
     def _seed_campaigns(self, count: int) -> None:
         """``count`` ACTIVE campaigns ticking every 15 minutes (so a slot is always due): one
@@ -691,6 +768,7 @@ class Bench:
         worker = self.env.worker("aicmo", [AICMO_QUEUE], log_level=self.log_level, env=overrides)
         try:
             worker.start()
+            cpu_before = worker.cpu_seconds()
             producer = self.env.track(
                 subprocess.Popen(
                     [sys.executable, "-m", "tests.benchmarks.embedded_producer", str(count)],
@@ -710,6 +788,7 @@ class Bench:
                 interval=0.2,
                 message=f"embedded actions ({worker.log_path})",
             )
+            cpu = per_action(cpu_before, worker.cpu_seconds(), count)
         finally:
             self.stop_worker(worker)
         assert isinstance(state, Done) and state.last_done is not None
@@ -717,6 +796,7 @@ class Bench:
         return {
             "rate": count / elapsed,
             "enqueue_rate": count / (float(produced["t_enqueued"]) - float(produced["t_first"])),
+            **cpu,
         }
 
     @staticmethod

@@ -56,14 +56,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reps",
         type=int,
         default=None,
-        help="repetitions per figure (default 3, quick 1); the median is shown",
+        help="repetitions per figure (default: 5 for the headline figures, e2e and drain, "
+        "3 for the others; quick 1); the median is shown",
+    )
+    parser.add_argument(
+        "--references",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure Dramatiq (Redis broker) and Procrastinate (PostgreSQL) in the e2e "
+        "figure, no-op and one PostgreSQL write per job (default: on, off with --quick; "
+        "needs `pip install -e '.[bench]'`)",
     )
     parser.add_argument(
         "--context",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also measure plain with events off and plain + one PostgreSQL "
-        "transaction (default: on, off with --quick)",
+        help="also measure plain + one PostgreSQL state row per task and aicmo's producer "
+        "in batches (default: on, off with --quick)",
     )
     parser.add_argument(
         "--profile",
@@ -128,7 +137,9 @@ def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     figures = selected(args.only)
     reps = args.reps or (1 if args.quick else 3)
+    headline_reps = args.reps or (1 if args.quick else 5)
     context = args.context if args.context is not None else not args.quick
+    references = args.references if args.references is not None else not args.quick
     command = "python -m tests.benchmarks" + (
         " " + shlex.join(argv if argv is not None else sys.argv[1:])
         if (argv if argv is not None else sys.argv[1:])
@@ -152,6 +163,21 @@ def run(argv: list[str] | None = None) -> int:
             print(f"benchmarks need PostgreSQL and Redis: {exc}", file=sys.stderr)
             return 2
         env.install_process_env()
+        shown = env.shell_settings_shown()
+        print(
+            "  aicmo settings from the shell (both sides' workers get them): "
+            + (", ".join(f"{k}={v}" for k, v in shown.items()) or "none"),
+            flush=True,
+        )
+        from tests.benchmarks.bench_settings import check_symmetric
+
+        problems = check_symmetric(
+            lambda events: env.base_env({**env.aicmo_env(), **env.plain_env(events)})
+        )
+        if problems:
+            print("\n".join(problems), file=sys.stderr)
+            return 3
+        print("  both apps' effective Celery settings compared: the same", flush=True)
         # This process only enqueues and reads: its aicmo log lines would clutter the table.
         logging.getLogger("aicmo").setLevel(logging.ERROR)
         print(
@@ -161,10 +187,18 @@ def run(argv: list[str] | None = None) -> int:
 
         upgrade(env.database_url)
         # aicmo is imported only now: its settings are read from the environment set above.
-        from tests.benchmarks import bench_figures, bench_report
+        from tests.benchmarks import bench_figures, bench_report, bench_results
 
-        sizes = bench_figures.QUICK if args.quick else bench_figures.FULL
-        bench = bench_figures.Bench(env, sizes, reps, context, log_level=args.log_level)
+        sizes = bench_results.QUICK if args.quick else bench_results.FULL
+        bench = bench_figures.Bench(
+            env,
+            sizes,
+            reps,
+            context,
+            log_level=args.log_level,
+            headline_reps=headline_reps,
+            references=references,
+        )
         try:
             if args.profile:
                 from tests.benchmarks.bench_profile import run_profile
@@ -195,6 +229,10 @@ def run(argv: list[str] | None = None) -> int:
                     bench.results.not_measured[name] = f"error: {type(exc).__name__}: {exc}"
                     env.stop_workers()
             facts = bench_report.machine_facts(bench.pg, bench.redis)
+            facts.update({name: version for name, version in bench.results.versions.items()})
+            facts["aicmo settings from the shell"] = (
+                ", ".join(f"{k}={v}" for k, v in shown.items()) or "none"
+            )
         finally:
             bench.close()
     finally:
@@ -208,8 +246,17 @@ def run(argv: list[str] | None = None) -> int:
     print(bench_report.console_table(rows))
     print()
     print(
+        "versions: "
+        + ", ".join(
+            f"{name} {facts[name]}"
+            for name in ("celery", "kombu", "dramatiq", "procrastinate")
+            if name in facts
+        )
+    )
+    print(
         f"load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}; "
-        f"{reps} repetition(s) per figure, median shown; {wall_seconds:.0f} s in all"
+        f"{headline_reps} repetition(s) for e2e and drain, {reps} for the others, median "
+        f"shown; {wall_seconds:.0f} s in all"
     )
     markdown = args.markdown
     if markdown is None and not args.quick and figures == list(FIGURES):
@@ -222,7 +269,7 @@ def run(argv: list[str] | None = None) -> int:
                 results,
                 facts,
                 command,
-                reps,
+                (headline_reps, reps),
                 started_at,
                 wall_seconds,
                 load_start,

@@ -9,12 +9,16 @@ import statistics
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from tests.benchmarks.bench_figures import Results, Sizes
+from tests.benchmarks.bench_results import Results, Sizes
 from tests.support.processes import ROOT
 
 NA = "—"
+
+
+LOAD_LIMIT = 1.0  # a figure whose 1-minute load average was above this before a run is "busy"
+HEADLINE = {"plain": "plain, aicmo's settings", "plain-noevents": "plain, Celery's default events"}
 
 
 @dataclass
@@ -25,10 +29,118 @@ class Row:
     ratio: str
     target: str
     met: str
+    dramatiq: str = NA
+    procrastinate: str = NA
+    load: str = NA
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "figure",
+        "plain",
+        "aicmo",
+        "ratio",
+        "Dramatiq",
+        "Procrastinate",
+        "target",
+        "met?",
+        "load before",
+    )
+
+    def cells(self) -> list[str]:
+        return [
+            self.figure,
+            self.plain,
+            self.aicmo,
+            self.ratio,
+            self.dramatiq,
+            self.procrastinate,
+            self.target,
+            self.met,
+            self.load,
+        ]
 
 
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+@dataclass(frozen=True)
+class RatioStat:
+    """The median of per-repetition ratios and their range."""
+
+    median: float
+    low: float
+    high: float
+    pairs: int
+
+
+def paired_ratios(numerator: list[float], denominator: list[float]) -> list[float]:
+    """``numerator[i] / denominator[i]`` for each repetition ``i`` both sides have: each
+    repetition ran the two sides back to back, so a burst of load hits both of a pair."""
+    out = []
+    for top, bottom in zip(numerator, denominator, strict=False):
+        if bottom and math.isfinite(bottom) and math.isfinite(top):
+            out.append(top / bottom)
+    return out
+
+
+def ratio_stat(numerator: list[float], denominator: list[float]) -> RatioStat | None:
+    ratios = paired_ratios(numerator, denominator)
+    if not ratios:
+        return None
+    return RatioStat(statistics.median(ratios), min(ratios), max(ratios), len(ratios))
+
+
+def _ratio_text(stat: RatioStat | None) -> str:
+    if stat is None:
+        return NA
+    if stat.pairs == 1:
+        return f"{stat.median:.2f}x"
+    return f"{stat.median:.2f}x ({stat.low:.2f}-{stat.high:.2f}, {stat.pairs} pairs)"
+
+
+def load_before(results: Results, figure: str, kinds: tuple[str, ...]) -> float | None:
+    """The highest 1-minute load average seen just before the figure or any of its runs of
+    ``kinds`` started."""
+    seen = [value for kind in kinds for value in results.get(figure, kind, "load1_before")]
+    start = results.load_before.get(
+        figure.split("_")[0] if figure.startswith("sweeper") else figure
+    )
+    if start is not None:
+        seen.append(start[0])
+    return max(seen) if seen else None
+
+
+def others_before(results: Results, figure: str, kinds: tuple[str, ...]) -> float | None:
+    """The most cores other processes kept busy just before one of the runs (None: not
+    sampled)."""
+    seen = [
+        value
+        for kind in kinds
+        for value in results.get(figure, kind, "others_cores_before")
+        if math.isfinite(value)
+    ]
+    return max(seen) if seen else None
+
+
+def load_mark(value: float | None, others: float | None = None) -> str:
+    """``0.42`` on a quiet machine, ``**2.31 busy**`` above :data:`LOAD_LIMIT`; with the most
+    cores other processes used just before a run when it was sampled (the load average also
+    counts the benchmark's own previous minute, and others' past minute)."""
+    if value is None:
+        return NA
+    shown = f"{value:.2f}" if value <= LOAD_LIMIT else f"**{value:.2f} busy**"
+    return shown if others is None else f"{shown} (others {others:.2f} cores just before)"
+
+
+def over_capacity(offered: float, capacity: float | None) -> bool:
+    """A latency figure measured above the side's capacity measures a growing backlog."""
+    return capacity is not None and offered > capacity
+
+
+def fell_behind(sent: float, served: float | None) -> bool:
+    """The handlers started more slowly than the actions were sent (5% slack for the ends of
+    the run): the worker was over its capacity during the latency run itself."""
+    return served is not None and math.isfinite(served) and served < 0.95 * sent
 
 
 def _rate(value: float | None) -> str:
@@ -63,6 +175,9 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
     def m(figure: str, kind: str, metric: str) -> float | None:
         return median(results.get(figure, kind, metric))
 
+    def load(figure: str, *kinds: str) -> str:
+        return load_mark(load_before(results, figure, kinds), others_before(results, figure, kinds))
+
     rows: list[Row] = []
 
     def throughput(
@@ -72,31 +187,42 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
         kind: str = "plain",
         note: str = "",
         aicmo_kind: str = "aicmo",
+        references: tuple[str, str] | None = None,
     ) -> None:
         plain, aicmo = m(figure, kind, "rate"), m(figure, aicmo_kind, "rate")
         missing = plain is None or aicmo is None
         if (plain is None and aicmo is None) or (target is None and missing):
             return
-        ratio = _ratio(aicmo, plain)
-        rows.append(
-            Row(
-                label,
-                _rate(plain),
-                _rate(aicmo),
-                _x(ratio),
-                f">= {target}x plain" if target else note or "context",
-                _yes(None if target is None or ratio is None else ratio >= target),
-            )
+        stat = ratio_stat(
+            results.get(figure, aicmo_kind, "rate"), results.get(figure, kind, "rate")
         )
+        row = Row(
+            label,
+            _rate(plain),
+            _rate(aicmo),
+            _ratio_text(stat),
+            f">= {target}x plain" if target else note or "context",
+            _yes(None if target is None or stat is None else stat.median >= target),
+            load=load(figure, kind, aicmo_kind, *(references or ())),
+        )
+        if references is not None:
+            row.dramatiq = _rate(m(figure, references[0], "rate"))
+            row.procrastinate = _rate(m(figure, references[1], "rate"))
+        rows.append(row)
 
-    throughput("e2e", f"end-to-end throughput ({sizes.e2e:,} no-op)", 0.7)
-    throughput("e2e", "  context: plain with task events off", None, "plain-noevents")
     throughput(
         "e2e",
-        "  context: plain + 1 small PG transaction per task",
+        f"end-to-end throughput ({sizes.e2e:,} no-op), vs {HEADLINE['plain']}",
+        0.7,
+        references=("dramatiq", "procrastinate"),
+    )
+    throughput("e2e", f"  the same, vs {HEADLINE['plain-noevents']}", 0.7, "plain-noevents")
+    throughput(
+        "e2e",
+        "  context: one PostgreSQL state row per job (INSERT .. ON CONFLICT + UPDATE)",
         None,
         "plain-pg",
-        "context (anchor ~440/s)",
+        references=("dramatiq-pg", "procrastinate-pg"),
     )
     throughput(
         "e2e",
@@ -104,44 +230,60 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
         None,
         aicmo_kind="aicmo-batch",
     )
-    throughput("drain", f"drain throughput ({sizes.drain:,} queued)", 0.7)
-    throughput("drain", "  context: plain with task events off", None, "plain-noevents")
+    throughput("drain", f"drain throughput ({sizes.drain:,} queued), vs {HEADLINE['plain']}", 0.7)
+    throughput("drain", f"  the same, vs {HEADLINE['plain-noevents']}", 0.7, "plain-noevents")
     for metric, label in (("main_cpu_ms", "main process"), ("pool_cpu_ms", "pool children")):
         plain, aicmo = m("e2e", "plain", metric), m("e2e", "aicmo", metric)
         if plain is not None and aicmo is not None:
+            stat = ratio_stat(
+                results.get("e2e", "aicmo", metric), results.get("e2e", "plain", metric)
+            )
             rows.append(
                 Row(
                     f"  context: worker CPU per action, {label} (e2e)",
                     _ms(plain),
                     _ms(aicmo),
-                    _x(_ratio(aicmo, plain)),
+                    _ratio_text(stat),
                     "context",
                     NA,
+                    _ms(m("e2e", "dramatiq", metric)),
+                    _ms(m("e2e", "procrastinate", metric)),
+                    load("e2e", "plain", "aicmo"),
                 )
             )
     throughput("enqueue_one", f"enqueue, one by one ({sizes.enqueue_one:,})", 0.5)
     throughput("enqueue_bulk", f"enqueue, bulk ({sizes.enqueue_bulk:,} in one call)", 2.0)
 
     rate = f"{sizes.latency_rate:.0f}/s"
+    capacity = {
+        kind: m("drain", kind, "rate") or m("e2e", kind, "rate") for kind in ("plain", "aicmo")
+    }
     for metric, label, slack in (("p50_ms", "p50", 3.0), ("p99_ms", "p99", 10.0)):
         plain, aicmo = m("latency", "plain", metric), m("latency", "aicmo", metric)
         if plain is None and aicmo is None:
             continue
         diff = None if plain is None or aicmo is None else aicmo - plain
-        reached = [m("latency", kind, "sent_per_s") for kind in ("plain", "aicmo")]
-        short = [
-            f"{kind} sent {value:,.0f}/s"
-            for kind, value in zip(("plain", "aicmo"), reached, strict=True)
-            if value is not None and value < 0.9 * sizes.latency_rate
-        ]
+        flags = [] if any(capacity.values()) else ["capacity not measured: add drain or e2e"]
+        for kind in ("plain", "aicmo"):
+            sent = m("latency", kind, "sent_per_s")
+            if sent is not None and sent < 0.9 * sizes.latency_rate:
+                flags.append(f"{kind} sent {sent:,.0f}/s")
+            if over_capacity(sizes.latency_rate, capacity[kind]):
+                flags.append(
+                    f"**{rate} is over {kind}'s measured capacity {capacity[kind]:,.0f}/s**"
+                )
+            served = m("latency", kind, "served_per_s")
+            if sent is not None and fell_behind(sent, served):
+                flags.append(f"**{kind} fell behind: served {served:,.0f}/s of {sent:,.0f}/s**")
         rows.append(
             Row(
-                f"start latency {label}, {rate}" + (f" ({'; '.join(short)})" if short else ""),
+                f"start latency {label}, {rate}" + (f" ({'; '.join(flags)})" if flags else ""),
                 _ms(plain),
                 _ms(aicmo),
                 NA if diff is None else f"{diff:+.1f} ms",
                 f"<= plain + {slack:.0f} ms",
                 _yes(None if diff is None else diff <= slack),
+                load=load("latency", "plain", "aicmo"),
             )
         )
 
@@ -155,6 +297,7 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
                 NA,
                 "(the 1.5x baseline)",
                 NA,
+                load=load("sweeper_small", "aicmo"),
             )
         )
         growth = _ratio(large, small)
@@ -167,6 +310,7 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
                 f"{_x(growth)} of {sizes.sweep_small:,}",
                 "<= 100 ms and <= 1.5x",
                 _yes(ok),
+                load=load("sweeper_large", "aicmo"),
             )
         )
         db_large = m("sweeper_large", "aicmo", "db_only_ms")
@@ -179,6 +323,7 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
                     NA,
                     "context",
                     NA,
+                    load=load("sweeper_large", "aicmo"),
                 )
             )
 
@@ -202,7 +347,15 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
         seconds = m("fanout", "aicmo", "seconds")
         if seconds is not None:
             rows.append(
-                Row(fanout_label, NA, f"{seconds:.2f} s", NA, "<= 3 s", _yes(seconds <= 3.0))
+                Row(
+                    fanout_label,
+                    NA,
+                    f"{seconds:.2f} s",
+                    NA,
+                    "<= 3 s",
+                    _yes(seconds <= 3.0),
+                    load=load("fanout", "aicmo"),
+                )
             )
 
     plain_mem, aicmo_mem = m("e2e", "plain", "rss"), m("e2e", "aicmo", "rss")
@@ -216,6 +369,9 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
                 _x(ratio),
                 "<= 1.3x plain",
                 _yes(None if ratio is None else ratio <= 1.3),
+                _mib(m("e2e", "dramatiq", "rss")),
+                _mib(m("e2e", "procrastinate", "rss")),
+                load("e2e", "plain", "aicmo"),
             )
         )
 
@@ -227,29 +383,66 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
                 NA,
                 _rate(embedded),
                 NA,
-                ">= 100/s (sanity)",
-                _yes(embedded >= 100),
+                ">= 150/s",
+                _yes(embedded >= 150),
+                load=load("embedded", "aicmo"),
             )
         )
     return rows
 
 
+# (metric, unit) of the CPU table: whose CPU it is and per what.
+CPU_METRICS = {
+    "enqueue_one": ("cpu_ms_each", None, "caller, per action"),
+    "enqueue_bulk": ("cpu_ms_each", None, "caller, per action"),
+    "sweeper_small": ("main_cpu_ms", None, "sweeping process, per sweep"),
+    "sweeper_large": ("main_cpu_ms", None, "sweeping process, per sweep"),
+    "fanout": ("main_cpu_ms", None, "calling process, per tick"),
+}
+WORKER_CPU = ("main_cpu_ms", "pool_cpu_ms", "worker, per action")
+
+
+def cpu_rows(results: Results) -> list[list[str]]:
+    """Per figure and side: CPU per action of the main process and of its children, and the
+    highest 1-minute load average seen before one of its runs."""
+    out = []
+    for figure, sides in results.values.items():
+        main_metric, child_metric, unit = CPU_METRICS.get(figure, WORKER_CPU)
+        for kind, metrics in sides.items():
+            main = median(metrics.get(main_metric, []))
+            child = median(metrics.get(child_metric, [])) if child_metric else None
+            if main is None and child is None:
+                continue
+            out.append(
+                [
+                    figure,
+                    kind,
+                    unit,
+                    _ms(main),
+                    _ms(child),
+                    load_mark(
+                        load_before(results, figure, (kind,)),
+                        others_before(results, figure, (kind,)),
+                    ),
+                ]
+            )
+    return out
+
+
+def cpu_table(results: Results) -> str:
+    header = ["figure", "side", "whose CPU", "main process", "children", "load before"]
+    lines = [header, ["---"] * len(header), *cpu_rows(results)]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
 def table(rows: list[Row]) -> str:
-    header = Row("figure", "plain", "aicmo", "ratio", "target", "met?")
-    lines = [header, Row(*["---"] * 6), *rows]
-    return "\n".join(
-        "| " + " | ".join([r.figure, r.plain, r.aicmo, r.ratio, r.target, r.met]) + " |"
-        for r in lines
-    )
+    lines = [list(Row.COLUMNS), ["---"] * len(Row.COLUMNS), *(r.cells() for r in rows)]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
 def console_table(rows: list[Row]) -> str:
-    header = Row("figure", "plain", "aicmo", "ratio", "target", "met?")
-    cells = [
-        [r.figure, r.plain, r.aicmo, r.ratio, r.target, r.met.replace("*", "")]
-        for r in [header, *rows]
-    ]
-    widths = [min(70, max(len(row[i]) for row in cells)) for i in range(6)]
+    cells = [list(Row.COLUMNS), *([c.replace("*", "") for c in r.cells()] for r in rows)]
+    widths = [min(60, max(len(row[i]) for row in cells)) for i in range(len(Row.COLUMNS))]
     out = []
     for index, row in enumerate(cells):
         out.append("  ".join(cell[: widths[i]].ljust(widths[i]) for i, cell in enumerate(row)))
@@ -327,30 +520,64 @@ def machine_facts(pg: Any, redis_client: Any) -> dict[str, str]:
 
 
 METHOD = """\
-- **Same run, same settings.** Both sides run in this one process's run against the same
-  PostgreSQL and Redis, each with a fresh `celery worker -P prefork -c 2` started for each
-  repetition, with the settings of `tasks/config.py`: `acks_late`, `reject_on_worker_lost`,
-  prefetch multiplier 1, JSON, no result backend, task events on (`worker_send_task_events`
-  and `task_send_sent_event`, which Flower needs), log level INFO to a file,
-  `--without-mingle --without-gossip`. The plain app is `tests/benchmarks/plain_app.py`.
-  The order of the sides alternates from one repetition to the next; each figure is the
-  median of the repetitions (every value is listed under "Every repetition").
-- **Counting plain Celery honestly.** A plain task has no row to look at, so each plain task
-  ends with one pipelined Redis round trip (`INCR` a counter, `SET` its finish time), and each
-  pool process records the start of its first task once. That is a little work aicmo does not
-  do (it writes its SUCCESS row anyway, and the harness reads `started_at_utc` and
-  `finished_at_utc` from it), so plain is, if anything, slightly understated.
+- **Same run, same settings, from one source.** Every side runs in this one run against the
+  same PostgreSQL and Redis, each with a fresh worker started for each repetition. The plain
+  Celery app (`tests/benchmarks/plain_app.py`) takes its Celery settings from the same function
+  as aicmo's app, `tasks/config.py`'s `celery_config(Settings())`, under the same `AICMO_*`
+  environment, minus aicmo's queues and routing: `acks_late`, `reject_on_worker_lost`,
+  prefetch multiplier 1, JSON, no result backend, `worker_send_task_events` from
+  `AICMO_TASK_EVENTS` (default on, Flower needs it), `task_send_sent_event` off; its tasks have
+  aicmo's task options (acks, `ignore_result`, the registry's soft/hard time limits). Before it
+  measures anything the run builds both apps the way their workers do and compares every
+  Celery setting (defaults included) and the task options; it stops if one differs
+  (`tests/unit/test_bench_settings.py` checks the same). Both Celery workers:
+  `celery worker -P prefork -c 2 -l INFO --without-mingle --without-gossip`, logging to a file.
+- **Two plain baselines for each headline figure.** "plain, aicmo's settings" is the above;
+  "plain, Celery's default events" is the same with both event switches at Celery's defaults
+  (off), which is what a user who never turned events on compares against.
+- **Ratios.** Within a repetition aicmo runs right between its two plain baselines (the context
+  and reference runs follow), and the order is reversed every other repetition. A ratio is the
+  median of the per-repetition ratios (each repetition's two sides ran back to back), shown
+  with its range and the number of pairs; e2e and drain have 5 repetitions, the others 3. The
+  rates shown are medians over the repetitions.
+- **Load.** Each run records the 1-minute load average just before it starts, and the cores
+  other processes kept busy in the half second before it (from `/proc/stat`, this process
+  excluded; no worker of the run is running then). "load before" is the highest load average
+  of a row's runs (or of the figure's start), with the most cores others used. A row marked
+  **busy** had a load average above 1.0: the machine was not quiet, and its absolute figures
+  (ratios less so) are understated. The load average also counts the benchmark's own
+  previous minute; the others' cores tell the two apart.
+- **CPU per action.** psutil user + system time of the worker's main process and of its
+  children over the measured part of the run, divided by the actions run (table below; the
+  enqueue, sweeper and fan-out figures show the calling process instead).
+- **`AICMO_*` from the shell** (for example `AICMO_TASK_EVENTS=false make bench`) reach this
+  process and every worker, so they apply to both sides; only the run's own database, broker,
+  folders and action modules are replaced. The machine table lists the ones that were set.
+- **Counting the baselines honestly.** A plain (or Dramatiq, or Procrastinate) job has no
+  row to look at, so each ends with one pipelined Redis round trip (`INCR` a counter, `SET` its
+  finish time), and each process records the start of its first job once. That is a little
+  work aicmo does not do (it writes its SUCCESS row anyway, and the harness reads
+  `started_at_utc` and `finished_at_utc` from it), so the baselines are, if anything, slightly
+  understated.
 - **End to end**: a fresh worker consumes while this process enqueues N no-op actions one by
   one (`enqueue_action` in its own transaction, the message sent after commit; plain:
-  `apply_async`); the clock runs from just before the first enqueue to the last completion
-  (aicmo: `max(finished_at_utc)` of the SUCCESS rows). The producer shares the 2 cores with the
-  worker; `enqueue_rate` in the details tells whether the producer or the worker was the
-  bottleneck. Worker memory is read (psutil RSS of the main process plus its 2 pool children;
-  USS too) from the same workers right after the last completion. The workers' CPU time per
-  action (psutil user + system time over the run, of the main process and of the pool
-  children) is shown as context: it moves less with the machine's load than the rates do.
-  The "producer in batches" row enqueues with `enqueue_many` 100 at a time, so the worker,
-  not the one-by-one producer, sets the pace.
+  `apply_async`; Dramatiq: `send`; Procrastinate: `defer`); the clock runs from just before the
+  first enqueue to the last completion (aicmo: `max(finished_at_utc)` of the SUCCESS rows). The
+  producer shares the 2 cores with the worker; `enqueue_rate` in the details tells whether the
+  producer or the worker was the bottleneck. Worker memory is read (psutil RSS of the main
+  process plus its children; USS too) from the same workers right after the last completion.
+  The "producer in batches" row enqueues with `enqueue_many` 100 at a time, so the worker, not
+  the one-by-one producer, sets the pace.
+- **One PostgreSQL state row per job** (the `-pg` runs): each job writes a row the way
+  aicmo's engine does for one action, `INSERT .. ON CONFLICT` of the row then an `UPDATE` that
+  finishes it, in one transaction (`tests/benchmarks/bench_effects.py`), measured in this run;
+  aicmo's column is its ordinary no-op (its own state row is that write).
+- **Reference columns**: Dramatiq with its Redis broker
+  (`dramatiq tests.benchmarks.dramatiq_app --processes 2 --threads 1`: two processes running
+  jobs, as prefork -c 2) and Procrastinate on this PostgreSQL
+  (`procrastinate worker --concurrency 2`, one asyncio process, INFO logging), each with its
+  default settings, the same jobs and the same producer loop, in the same run. Their versions
+  are in the machine table.
 - **Drain**: N messages queued first (aicmo: one `enqueue_many`; plain: `apply_async` loop),
   then the worker starts. Worker boot is excluded the same way for both: the clock starts at
   the first task's start (aicmo: `min(started_at_utc)`, set as the claim begins; plain: the
@@ -360,12 +587,16 @@ METHOD = """\
   caller's CPU time per action. Bulk: one `enqueue_many` of N items in one transaction, whose
   commit publishes the N messages, vs `apply_async` N times.
 - **Start latency**: a paced producer at 200/s (from one thread; `max_send_lag_ms` and
-  `sent_per_s` show whether it kept up: when one enqueue takes longer than 5 ms it cannot, the
-  label says so, and the figure is then no longer "light load"), after 20 warm-up tasks.
-  aicmo: from just before `session.commit()` (which commits and then publishes) to the
-  handler's first line (`BENCH_STAMP` returns `time.time()`, stored in `result_json` with the
-  SUCCESS row); plain: from just before `apply_async` to the task's first line. Percentiles
-  are nearest-rank over all samples of a repetition.
+  `sent_per_s` show whether it kept up; the label says so when it did not), after 20 warm-up
+  tasks. The clock starts at the same point on both sides, where the caller starts: aicmo just
+  before `enqueue_action` (its INSERT, commit and publish), plain just before `apply_async`;
+  it stops at the handler's first line (aicmo: `BENCH_STAMP` returns `time.time()`, stored in
+  `result_json` with the SUCCESS row; plain: the task pushes its delay to Redis). A latency
+  row is flagged when its offered rate is above the side's capacity measured in this run
+  (drain, else e2e), or when, in the latency run itself, the handlers started more slowly
+  than the actions were sent (`served_per_s` under 95% of `sent_per_s`): there it measures a
+  growing backlog, not latency. Percentiles are nearest-rank
+  over all samples of a repetition.
 - **Sweeper**: terminal rows (SUCCESS/FAILED/DLQ/CANCELLED, 30 days old) inserted with
   `INSERT .. SELECT generate_series`, then `VACUUM ANALYZE`; due rows are PENDING with
   `not_before` one second ago and no message. One `Sweeper().sweep()` with the real Celery
@@ -377,13 +608,13 @@ METHOD = """\
 - **Caveats.** RSS counts the pages a forked pool child shares with its parent once per
   process (the USS in the details does not). The sweeper figure includes publishing the due
   messages to Redis (the "database share" row leaves that out). The e2e producer runs in the
-  harness process and competes with the worker for the 2 cores, on both sides alike. The
+  harness process and competes with the worker for the 2 cores, on every side alike. The
   fan-out figure times `aicmo.cam.schedule.schedule_ticks` in one transaction, commit and
   publish included, over campaigns copied in SQL from one made by `create_campaign`.
-- **Noise.** The machine has 2 cores and other work may run on it; the load average is
-  printed. Ratios from one run are the figures to trust; absolute rates move with the load.
-  Timed figures are never pass/fail tests: `tests/integration/test_bench_smoke.py` only checks
-  that the harness runs and produces numbers.
+- **Noise.** The machine has 2 cores and other work may run on it. Ratios from one run are the
+  figures to trust; absolute rates move with the load. Timed figures are never pass/fail
+  tests: `tests/integration/test_bench_smoke.py` only checks that the harness runs and
+  produces numbers.
 """
 
 
@@ -392,24 +623,36 @@ def markdown(
     results: Results,
     facts: dict[str, str],
     command: str,
-    reps: int,
+    reps: tuple[int, int],
     started: datetime,
     wall_seconds: float,
     load_start: tuple[float, float, float],
     load_end: tuple[float, float, float],
 ) -> str:
     fact_lines = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
-    return f"""# Benchmarks: aicmo against plain Celery
+    busy = [row.figure.strip() for row in rows if "busy" in row.load]
+    quiet = (
+        f"**{len(busy)} row(s) ran with a 1-minute load average above {LOAD_LIMIT:.1f}** "
+        "before a run (marked busy): their absolute figures are understated."
+        if busy
+        else f"Every row's runs started with a 1-minute load average at or below {LOAD_LIMIT:.1f}."
+    )
+    return f"""# Benchmarks: aicmo against plain Celery (and Dramatiq, Procrastinate)
 
-Measured {started.astimezone(UTC):%Y-%m-%d %H:%M} UTC by `{command}` ({reps} repetitions per
-figure, median shown; the whole run took {wall_seconds / 60:.1f} min). Load average
-(1/5/15 min) at the start {_load(load_start)}, at the end {_load(load_end)}.
+Measured {started.astimezone(UTC):%Y-%m-%d %H:%M} UTC by `{command}` ({reps[0]} repetitions
+for e2e and drain, {reps[1]} for the others; ratios are medians of per-repetition ratios; the
+whole run took {wall_seconds / 60:.1f} min). Load average (1/5/15 min) at the start
+{_load(load_start)}, at the end {_load(load_end)}. {quiet}
 
 Reproduce with `make bench` (the same as `{command}`); `python -m tests.benchmarks --help`
 lists the options (`--quick`, `--only FIGURE`, `--reps N`, `--profile`). It needs PostgreSQL
 and Redis on localhost, like `make test` (`AICMO_TEST_PG_ADMIN`, `AICMO_TEST_REDIS`).
 
 {table(rows)}
+
+## CPU per action and load, every figure
+
+{cpu_table(results)}
 
 ## Machine
 
