@@ -263,3 +263,37 @@ def test_a_tick_takes_over_a_lease_whose_tick_action_ended_but_never_a_live_tick
     with session_factory(database_url)() as s, s.begin():
         taken = tick(s, cid, generator=None)
     assert (taken.outcome, taken.takeovers, taken.messages_drafted) == ("done", 1, 3)
+
+
+def test_aicmo_doctor_lists_the_campaign_census_and_repairs_it(database_url: str) -> None:
+    """The campaign checks are part of `aicmo doctor`: a QUEUED message whose publish was
+    purged and a tick lease no live run holds are listed, and `--repair` clears both."""
+    import json
+
+    from click.testing import CliRunner
+
+    from aicmo.cli import main
+
+    cid, (gone, _live) = approved_and_queued(database_url, 2)
+    with get_engine(database_url).begin() as conn:
+        conn.execute(delete(AOLAction).where(AOLAction.id == gone))
+    orphan = take_lease(get_engine(database_url), cid, utcnow() - timedelta(hours=1), 60)
+    assert orphan is not None
+    stranded_message = support.messages(database_url, cid)[0].id
+
+    def doctor(*args: str) -> tuple[int, dict[str, Any]]:
+        result = CliRunner().invoke(
+            main, ["doctor", "-c", "stranded_message", "-c", "orphan_campaign_lease", *args]
+        )
+        return result.exit_code, json.loads(result.stdout)
+
+    code, report = doctor("--json")
+    assert code == 1, report
+    assert {(f["check"], f["subject"]) for f in report["findings"]} == {
+        ("stranded_message", f"message {stranded_message}"),
+        ("orphan_campaign_lease", f"tick lease {orphan.run_id}"),
+    }
+    code, repaired = doctor("--repair", "--json")
+    assert (code, repaired["stranded"]) == (0, 0), repaired
+    assert len(repaired["repaired"]) == 2
+    assert support.messages(database_url, cid)[0].publish_status == "QUEUED"  # queued again

@@ -431,6 +431,43 @@ def test_overview_answers_like_the_cli_stats(
     assert httpx.get(server.url + "/api/doctor", headers=headers).status_code == 403
 
 
+def test_the_doctor_page_and_api_answer_like_the_cli(server: WebServer, database_url: str) -> None:
+    from sqlalchemy import text
+
+    from aicmo.db import get_engine
+
+    with get_engine(database_url).begin() as conn:
+        gone = conn.execute(
+            text(
+                "INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,"
+                " not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc)"
+                " VALUES (:key, 'T_GONE', '{}'::jsonb, 'READY', now(), 0, 3, now(), now())"
+                " RETURNING id"
+            ),
+            {"key": f"web-doctor-{uuid.uuid4().hex}"},
+        ).scalar_one()
+    operator = make_user("operator")
+    api = httpx.get(
+        server.url + "/api/doctor", headers={"Authorization": f"Bearer {_token(operator)}"}
+    ).json()
+    cli = subprocess.run(
+        [sys.executable, "-m", "aicmo.cli", "doctor", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 1
+    assert api["findings"] == json.loads(cli.stdout)["findings"]
+    assert {"check": "unknown_type", "subject": f"action {gone}"}.items() <= api["findings"][
+        0
+    ].items()
+    browser = Browser(server)
+    browser.login(operator)
+    page = browser.get("/doctor")
+    assert page.status_code == 200
+    assert f"action {gone}" in page.text and "T_GONE" in page.text
+
+
 def test_a_password_change_ends_the_sessions_made_before(server: WebServer) -> None:
     from aicmo.ops.users import update_user
 
