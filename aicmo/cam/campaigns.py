@@ -195,6 +195,14 @@ def set_status(session: Session, campaign_id: int, status: CampaignStatus | str)
         return campaign
     if target not in _TRANSITIONS[current]:
         raise InvalidCampaign(f"campaign {campaign_id} is {current}; it cannot become {target}")
+    if target is CampaignStatus.ACTIVE:
+        # An operator's resume is the explicit decision an automatic brake waits for; a brake
+        # on the whole sending domain must be released first (aicmo.cam.outcomes.brakes).
+        from aicmo.cam.outcomes.brakes import refuse_if_domain_braked
+
+        refuse_if_domain_braked(session, campaign)
+        campaign.brake_reason = None
+        campaign.braked_at_utc = None
     campaign.status = target
     campaign.updated_at_utc = utcnow()
     session.flush()
