@@ -86,6 +86,8 @@ class CampaignSpec(BaseModel):
         Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+$")]
         | None
     ) = None
+    # Links in its emails go through /c/TOKEN, counted and UTM-tagged (aicmo.cam.outcomes).
+    click_tracking: bool = False
 
     @field_validator("timezone")
     @classmethod
@@ -150,6 +152,7 @@ def create_campaign(session: Session, spec: CampaignSpec | dict[str, Any]) -> Ca
         steps=[step.model_dump(mode="json") for step in checked.steps],
         max_steps=checked.max_steps,
         from_address=checked.from_address,
+        click_tracking=checked.click_tracking,
         created_at_utc=now,
         updated_at_utc=now,
     )

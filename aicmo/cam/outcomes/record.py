@@ -31,7 +31,7 @@ def record_event(
     stmt: Insert = module.insert(EmailEvent).on_conflict_do_nothing(
         index_elements=["provider", "event_id"]
     )
-    result = session.execute(
+    inserted = session.execute(
         stmt.values(
             provider=provider,
             event_id=event_id[:200],
@@ -43,6 +43,7 @@ def record_event(
             detail=detail,
             occurred_at_utc=occurred_at,
             created_at_utc=now,
-        )
-    )
-    return bool(getattr(result, "rowcount", 0))
+        ).returning(EmailEvent.id)
+    ).scalar()
+    # RETURNING, not rowcount: a driver may report -1 for a conflict that inserted nothing.
+    return inserted is not None
