@@ -21,6 +21,7 @@ from aicmo.cam import keys, leads, metrics, orchestrator, publishing
 from aicmo.cam.campaigns import EMAIL, get_campaign
 from aicmo.cam.leads import MAX_LEADS_PER_CAPTURE, SOURCE_PATTERN
 from aicmo.cam.models import CampaignMode
+from aicmo.cam.outcomes import counts as outcome_counts
 from aicmo.cam.outcomes import mail as outcomes_mail
 from aicmo.db import utcnow
 from aicmo.gateways.factory import email_sender, social_poster
@@ -290,6 +291,7 @@ def campaign_fetch_metrics(
         "messages_failed": row.messages_failed,
         "by_channel": row.by_channel,
         "external": row.external,
+        **outcome_counts.row_outcomes(row),
     }
 
 
