@@ -459,3 +459,15 @@ def test_token_keys_rotate_sign_with_the_first_verify_with_any(
     assert tokens.read(new, "u").campaign_id == 3
     monkeypatch.undo()
     reload_settings()
+
+
+def test_doctor_shows_what_a_brake_paused(session: Session, env: None) -> None:
+    from aicmo.ops import doctor
+
+    _, [message_id] = make_campaign(session, 1)
+    published(session, message_id)
+    events.apply(session, _event(EventKind.COMPLAINT, "doc-1", message_id), utcnow())
+    session.commit()
+    [finding] = doctor.find(session, ["braked"])
+    assert finding.subject.startswith("campaign ") and "complaint rate" in finding.detail
+    assert not finding.repairable

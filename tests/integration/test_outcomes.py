@@ -9,6 +9,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from aicmo.cam.outcomes.models import EmailEvent, EventKind
 from aicmo.config import reload_settings
 from aicmo.db import utcnow
 from aicmo.gateways.email_events import generic
+from aicmo.ops import control
 from aicmo.orchestration.adapters.campaign_adapter import handle_campaign_publish
 from aicmo.orchestration.queue import ActionQueue
 from tests.conftest import Book
@@ -118,7 +120,13 @@ def test_sent_mail_carries_one_click_unsubscribe_headers_and_link(
             monkeypatch.setenv(name, value)
         reload_settings()
         _, [message_id] = make_campaign(session, 1, mode="live", click_tracking=True)
-        action = ActionQueue.enqueue_action(session, "CAMPAIGN_PUBLISH", {"message_id": message_id})
+        # Due later, so no broker message: no worker (a shared one may run) takes it first.
+        action = ActionQueue.enqueue_action(
+            session,
+            "CAMPAIGN_PUBLISH",
+            {"message_id": message_id},
+            not_before=utcnow() + timedelta(hours=1),
+        )
         session.commit()
         handle_campaign_publish(session, action.id, {"message_id": message_id})
         wait_for(lambda: server.received, 10, message="the mail at the SMTP server")
@@ -201,12 +209,44 @@ def test_unsubscribe_while_a_publish_is_queued_stops_it(
     session: Session, web: WebServer, log_dir: Path, book: Book, outcome_env: dict[str, str]
 ) -> None:
     campaign_id, [message_id] = make_campaign(session, 1)
-    queued = publishing.queue_approved(session, campaign_id, utcnow())
-    session.commit()
-    assert queued == [message_id]
+    # Workers (a shared one may already run) leave publishes unclaimed until the resume below:
+    # the publish is queued, in the broker, while the recipient clicks.
+    control.pause("CAMPAIGN_PUBLISH", "test: hold the publish", by="test")
+    try:
+        queued = publishing.queue_approved(session, campaign_id, utcnow())
+        session.commit()
+        assert queued == [message_id]
+        _unsubscribe_while_queued(session, web, message_id, campaign_id)
+    finally:
+        control.resume("CAMPAIGN_PUBLISH", by="test")
+    late_worker = worker(log_dir, env=outcome_env).start()
+    try:
+        wait_for(
+            lambda: book.action(action_id(session, message_id)).status == "FAILED",
+            60,
+            message="publish refused",
+        )
+    finally:
+        late_worker.stop()
+    assert "DNC" in (book.action(action_id(session, message_id)).last_error or "")
+    session.expire_all()
+    stopped = session.get(OutreachMessage, message_id)
+    assert stopped is not None and stopped.publish_status == PublishStatus.FAILED
+    assert stopped.published_at_utc is None
+
+
+def action_id(session: Session, message_id: int) -> int:
+    session.expire_all()
     message = session.get(OutreachMessage, message_id)
     assert message is not None and message.publish_action_id is not None
-    action_id = message.publish_action_id
+    return message.publish_action_id
+
+
+def _unsubscribe_while_queued(
+    session: Session, web: WebServer, message_id: int, campaign_id: int
+) -> None:
+    message = session.get(OutreachMessage, message_id)
+    assert message is not None and message.publish_status == PublishStatus.QUEUED
     lead = session.get(Lead, message.lead_id)
     assert lead is not None
     link = mail.unsubscribe_url(message_id, lead.id, campaign_id)
@@ -215,17 +255,6 @@ def test_unsubscribe_while_a_publish_is_queued_stops_it(
         data={"List-Unsubscribe": "One-Click"},
     )
     assert response.status_code == 200
-    # Only now does a worker run: the queued publish meets the gate.
-    late_worker = worker(log_dir, env=outcome_env).start()
-    try:
-        wait_for(lambda: book.action(action_id).status == "FAILED", 60, message="publish refused")
-    finally:
-        late_worker.stop()
-    assert "DNC" in (book.action(action_id).last_error or "")
-    session.expire_all()
-    stopped = session.get(OutreachMessage, message_id)
-    assert stopped is not None and stopped.publish_status == PublishStatus.FAILED
-    assert stopped.published_at_utc is None
 
 
 def test_a_provider_complaint_through_the_webhook_and_a_worker(
