@@ -395,3 +395,28 @@ def test_an_unconfigured_provider_refuses_everything(monkeypatch: pytest.MonkeyP
     reload_settings()
     with pytest.raises(ProviderUnconfigured):
         mailgun.verify(mailgun_body(str(int(time.time()))), {}, time.time())
+
+
+@pytest.mark.parametrize(
+    ("url", "trusted"),
+    [
+        (
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5ca.pem",
+            True,
+        ),
+        ("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem", True),
+        ("https://sns.us-east-1.amazonaws.com.evil.com/SimpleNotificationService-a.pem", False),
+        ("http://sns.us-east-1.amazonaws.com/SimpleNotificationService-a.pem", False),
+        ("https://evil.com/sns.us-east-1.amazonaws.com/SimpleNotificationService-a.pem", False),
+        ("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-a.pem?x=1", False),
+    ],
+)
+def test_the_default_sns_certificate_url_pattern_trusts_only_sns_hosts(
+    url: str, trusted: bool
+) -> None:
+    import re
+
+    from aicmo.config import Settings
+
+    default = Settings.model_fields["email_sns_cert_url_pattern"].default  # not the tests' own
+    assert bool(re.fullmatch(default, url)) is trusted
