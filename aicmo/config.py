@@ -467,6 +467,91 @@ class Settings(BaseSettings):
             )
         return resolved
 
+    # -- email outcomes: unsubscribe, provider events, click tracking, brakes ---------------
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The public https:// address of `aicmo serve` (behind its TLS proxy): "
+        "unsubscribe and click links in every email point here.",
+    )
+    email_token_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated HMAC keys of unsubscribe and click tokens: the first "
+        "signs, any verifies (add a new key first, drop the old one once its mail is "
+        "stale). Empty: derived from AICMO_WEB_SECRET_KEY.",
+    )
+    email_unsubscribe_mailto: str | None = Field(
+        default=None,
+        description="Address of the List-Unsubscribe mailto: link (default: unsubscribe@ "
+        "the sending domain).",
+    )
+    email_events_tolerance_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Signed provider events (SendGrid, Svix, Mailgun, generic, SNS) older or "
+        "newer than this are refused as replays.",
+    )
+    email_events_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    email_sns_cert_url_pattern: str = Field(
+        default=r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/SimpleNotificationService-[A-Za-z0-9]+\.pem$",
+        description="Regular expression a SigningCertURL must match before it is fetched "
+        "(tests point it at a local server).",
+    )
+    email_sns_ca_file: Path | None = Field(
+        default=None, description="CA bundle to fetch SNS signing certificates with (tests)."
+    )
+    email_sns_topic_arns: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated SNS topics accepted (empty: any topic whose signature "
+        "verifies).",
+    )
+    email_sendgrid_public_key: str | None = Field(
+        default=None,
+        description="SendGrid Event Webhook verification key (base64 DER, as the dashboard "
+        "shows it, or PEM).",
+    )
+    email_postmark_username: str | None = None
+    email_postmark_password: SecretStr | None = Field(
+        default=None, description="Basic auth of the Postmark webhook URL."
+    )
+    email_svix_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated whsec_... secrets of Svix-signed senders (Resend...).",
+    )
+    email_mailgun_signing_key: SecretStr | None = None
+    email_generic_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the generic signed JSON form (X-Aicmo-Signature, as leads).",
+    )
+    email_soft_bounce_limit: int = Field(
+        default=3, ge=1, description="Soft bounces within the window that suppress an address."
+    )
+    email_soft_bounce_window_days: float = Field(default=7.0, gt=0)
+    brake_window_deliveries: int = Field(
+        default=1000,
+        ge=10,
+        description="Brakes look at a campaign's (or sending domain's) last N sent emails.",
+    )
+    brake_min_deliveries: int = Field(
+        default=100,
+        ge=1,
+        description="A rate is counted over at least this many sends: the first complaint of "
+        "a campaign's first 100 sends is already 1%.",
+    )
+    brake_complaint_rate: float = Field(default=0.003, gt=0, le=1)
+    brake_hard_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    brake_domain_enabled: bool = Field(
+        default=True, description="Also brake the whole sending domain across campaigns."
+    )
+
+    @field_validator(
+        "email_token_keys", "email_svix_secrets", "email_sns_topic_arns", mode="before"
+    )
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     # -- beat ------------------------------------------------------------------------------
     beat_queue: str = Field(
         default="aol.beat",

@@ -8,6 +8,7 @@ from aicmo.cam.models import (
     OutreachMessage,
     Suppression,
 )
+from aicmo.cam.outcomes.models import EmailEvent, SendingBrake
 from aicmo.db import Base
 from aicmo.gateways.accounts import SocialAccount
 from aicmo.ops.users import WebApiToken, WebUser
@@ -21,9 +22,11 @@ __all__ = [
     "AOLExecutionLog",
     "Campaign",
     "CampaignMetrics",
+    "EmailEvent",
     "Lead",
     "OrchestratorRun",
     "OutreachMessage",
+    "SendingBrake",
     "SocialAccount",
     "Suppression",
     "WebApiToken",

@@ -148,7 +148,8 @@ def clean(database_url: str, redis_client: redis.Redis) -> Iterator[None]:
 
     tables = (
         "aol_execution_logs, aol_actions, aol_control, test_effects, cam_campaign_metrics, "
-        "cam_orchestrator_runs, cam_outreach_messages, cam_leads, cam_campaigns, cam_suppressions"
+        "cam_orchestrator_runs, cam_outreach_messages, cam_leads, cam_campaigns, cam_suppressions, "
+        "cam_email_events, cam_sending_brakes"
     )
     for attempt in range(5):
         try:

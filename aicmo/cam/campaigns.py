@@ -86,6 +86,8 @@ class CampaignSpec(BaseModel):
         Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+$")]
         | None
     ) = None
+    # Links in its emails go through /c/TOKEN, counted and UTM-tagged (aicmo.cam.outcomes).
+    click_tracking: bool = False
 
     @field_validator("timezone")
     @classmethod
@@ -150,6 +152,7 @@ def create_campaign(session: Session, spec: CampaignSpec | dict[str, Any]) -> Ca
         steps=[step.model_dump(mode="json") for step in checked.steps],
         max_steps=checked.max_steps,
         from_address=checked.from_address,
+        click_tracking=checked.click_tracking,
         created_at_utc=now,
         updated_at_utc=now,
     )
@@ -195,6 +198,14 @@ def set_status(session: Session, campaign_id: int, status: CampaignStatus | str)
         return campaign
     if target not in _TRANSITIONS[current]:
         raise InvalidCampaign(f"campaign {campaign_id} is {current}; it cannot become {target}")
+    if target is CampaignStatus.ACTIVE:
+        # An operator's resume is the explicit decision an automatic brake waits for; a brake
+        # on the whole sending domain must be released first (aicmo.cam.outcomes.brakes).
+        from aicmo.cam.outcomes.brakes import refuse_if_domain_braked
+
+        refuse_if_domain_braked(session, campaign)
+        campaign.brake_reason = None
+        campaign.braked_at_utc = None
     campaign.status = target
     campaign.updated_at_utc = utcnow()
     session.flush()

@@ -98,8 +98,13 @@ def collect(
     counts = count_day(session, campaign_id, day)
     flat = counts.flat()
     reported = dict(external(campaign_id, day, flat)) if external else {}
+    # The email outcomes of the day (provider events, unsubscribes, clicks).
+    from aicmo.cam.outcomes.counts import day_counts  # outcomes builds on campaigns
+
+    start, end = day_bounds(day, get_campaign(session, campaign_id).timezone)
     values = {
         **flat,
+        **day_counts(session, campaign_id, start, end),
         "by_channel": counts.by_channel,
         "external": reported,
         "action_id": action_id,

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -115,6 +116,12 @@ class Campaign(Base):
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     max_steps: Mapped[int] = mapped_column(Integer, default=3)
     from_address: Mapped[str | None] = mapped_column(String(320))
+    # Links in its emails go through /c/TOKEN (counted, UTM-tagged): aicmo.cam.outcomes.links.
+    click_tracking: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Set when an automatic brake paused the campaign (aicmo.cam.outcomes.brakes); cleared by
+    # the operator's resume.
+    brake_reason: Mapped[str | None] = mapped_column(Text)
+    braked_at_utc: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -219,6 +226,9 @@ class OutreachMessage(Base):
     publish_action_id: Mapped[int | None] = mapped_column(BigInteger)
     queued_at_utc: Mapped[datetime | None] = mapped_column(UTCDateTime())
     external_id: Mapped[str | None] = mapped_column(String(500))
+    # The provider's own id of the sent message when it differs from the Message-ID
+    # (external_id): provider events are linked to the message by either.
+    provider_message_id: Mapped[str | None] = mapped_column(String(500))
     published_at_utc: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Set (committed) by a publish that was admitted under the daily limit and is sending;
     # it counts against the limit until the send is recorded or given up.
@@ -236,6 +246,9 @@ class OutreachMessage(Base):
         # The daily limit counts what was published in a local day.
         Index("ix_cam_outreach_messages_published", "campaign_id", "published_at_utc"),
         Index("ix_cam_outreach_messages_created", "campaign_id", "created_at_utc"),
+        # Provider events find their message by Message-ID or provider id.
+        Index("ix_cam_outreach_messages_external", "external_id"),
+        Index("ix_cam_outreach_messages_provider_id", "provider_message_id"),
     )
 
     def __repr__(self) -> str:
@@ -297,6 +310,14 @@ class CampaignMetrics(Base):
     messages_rejected: Mapped[int] = mapped_column(Integer, default=0)
     messages_published: Mapped[int] = mapped_column(Integer, default=0)
     messages_failed: Mapped[int] = mapped_column(Integer, default=0)
+    # Outcomes of the day's email, from provider events and unsubscribes (distinct messages).
+    delivered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    bounced_hard: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    bounced_soft: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    complained: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    unsubscribed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    opened: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    clicked: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     by_channel: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     external: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     action_id: Mapped[int | None] = mapped_column(BigInteger)

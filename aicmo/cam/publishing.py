@@ -240,6 +240,7 @@ class PublishJob:
     audience: str | None  # who a social post is addressed to
     from_address: str
     proof_mode: bool
+    click_tracking: bool = False  # links rewritten through /c/TOKEN (aicmo.cam.outcomes.mail)
 
 
 @dataclass(frozen=True)
@@ -358,6 +359,7 @@ def open_publish(
         audience=lead.linkedin_url or lead.display_name,
         from_address=from_address,
         proof_mode=proof_mode or campaign.mode == CampaignMode.PROOF,
+        click_tracking=bool(campaign.click_tracking),
     )
 
 
@@ -438,10 +440,16 @@ def release_publish(
 
 
 def record_published(
-    session: Session, job: PublishJob, external_id: str | None, action_id: int, now: datetime
+    session: Session,
+    job: PublishJob,
+    external_id: str | None,
+    action_id: int,
+    now: datetime,
+    provider_message_id: str | None = None,
 ) -> None:
-    """PUBLISHED with its external id; the lead CONTACTED and due again after the step's wait.
-    Recorded whatever happened to the message meanwhile: it was sent."""
+    """PUBLISHED with its external id (and the provider's own id of the message, when it
+    reports one: provider events are linked by either); the lead CONTACTED and due again
+    after the step's wait. Recorded whatever happened to the message meanwhile: it was sent."""
     message = session.get(OutreachMessage, job.message_id, with_for_update=True)
     lead = session.get(Lead, job.lead_id, with_for_update=True, populate_existing=True)
     campaign = session.get(Campaign, job.campaign_id)
@@ -449,6 +457,7 @@ def record_published(
         raise MessageNotFound(job.message_id)
     message.publish_status = PublishStatus.PUBLISHED
     message.external_id = external_id
+    message.provider_message_id = provider_message_id
     message.published_at_utc = now
     message.sending_at_utc = None
     message.publish_action_id = action_id

@@ -26,6 +26,8 @@ def print_campaigns(rows: list[dict[str, Any]], title: str = "campaigns") -> Non
             else f"daily {c['tick_daily_at']} {c['timezone']}"
         )
         status = c["status"] + (" (killed)" if c["kill_switch"] else "")
+        if c.get("brake_reason"):
+            status += f" (braked: {c['brake_reason']})"
         table.add_row(
             str(c["id"]),
             Text(c["name"]),
@@ -148,8 +150,44 @@ def campaigns_pause(campaign_id: int, as_json: bool) -> None:
 @click.argument("campaign_id", type=int)
 @json_option
 def campaigns_resume(campaign_id: int, as_json: bool) -> None:
-    """Kill switch off and ACTIVE again (from PAUSED); the publishes it stopped are replayed."""
+    """Kill switch off and ACTIVE again (from PAUSED); the publishes it stopped are replayed.
+
+    This is also how an automatic brake (complaint or hard-bounce rate) is lifted: the reason
+    is cleared. A campaign whose sending domain is braked needs `release-domain` first."""
     _campaign_transition(campaign_id, "resume", as_json)
+
+
+@campaigns.command("brakes")
+@json_option
+def campaigns_brakes(as_json: bool) -> None:
+    """Sending domains braked by their complaint or hard-bounce rate (every campaign sending
+    from one stays paused until the domain is released)."""
+    from aicmo.ops import outcomes
+
+    rows = outcomes.domain_brakes()
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        console().print("no sending domain is braked")
+    for row in rows:
+        console().print(f"{row['domain']}: braked {row['braked_at_utc']}: {row['reason']}")
+
+
+@campaigns.command("release-domain")
+@click.argument("domain")
+@json_option
+def campaigns_release_domain(domain: str, as_json: bool) -> None:
+    """Lift a sending domain's brake; its campaigns then need `resume` one by one."""
+    from aicmo.ops import outcomes
+
+    released = outcomes.release_domain(domain, operator_name())
+    if as_json:
+        echo_json({"domain": domain, "released": released})
+        return
+    console().print(f"{domain}: {'released' if released else 'was not braked'}")
+    if not released:
+        sys.exit(1)
 
 
 @campaigns.command("kill")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -16,8 +17,13 @@ def message_id_for(idempotency_key: str, sender: str) -> str:
     return f"<aicmo.{digest}@{domain}>"
 
 
+# RFC 5322's own line limit: at 78 a header holding one long word (a List-Unsubscribe URL with
+# its signed token) would be folded into RFC 2047 encoded words, which no mailbox reads as a URL.
+POLICY = policy.default.clone(max_line_length=998)
+
+
 def build_email(email: OutgoingEmail, idempotency_key: str) -> EmailMessage:
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message["From"] = email.from_address
     message["To"] = email.to
     message["Subject"] = email.subject

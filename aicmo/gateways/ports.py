@@ -49,6 +49,9 @@ class SendResult:
     artifact: Artifact | None = None
     retryable: bool = False
     provider: str = ""
+    # The provider's own id of the message when it differs from external_id (e.g. an API
+    # sender's id next to the Message-ID): its events are linked to the message by either.
+    provider_message_id: str | None = None
 
 
 @dataclass(frozen=True)

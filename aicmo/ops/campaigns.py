@@ -41,6 +41,9 @@ def campaign_dict(campaign: Any) -> dict[str, Any]:
         "channels": list(campaign.channels),
         "requires_approval": campaign.requires_approval,
         "steps": len(campaign.steps),
+        "click_tracking": bool(campaign.click_tracking),
+        "brake_reason": campaign.brake_reason,
+        "braked_at_utc": iso(campaign.braked_at_utc),
         "created_at_utc": iso(campaign.created_at_utc),
     }
 
@@ -108,6 +111,7 @@ def detail(campaign_id: int, days: int = 30) -> dict[str, Any]:
     """One campaign with today's sends against its daily limit and its daily metrics."""
     from aicmo.cam import campaigns as cam
     from aicmo.cam.models import CampaignMetrics
+    from aicmo.cam.outcomes.counts import row_outcomes
     from aicmo.cam.publishing import in_flight, published_today
 
     with session_scope() as session:
@@ -125,6 +129,7 @@ def detail(campaign_id: int, days: int = 30) -> dict[str, Any]:
                 "messages_rejected": m.messages_rejected,
                 "messages_published": m.messages_published,
                 "messages_failed": m.messages_failed,
+                **row_outcomes(m),
             }
             for m in reversed(
                 list(

@@ -395,6 +395,49 @@ CHECKS.extend(
 )
 
 
+def find_braked(session: Session) -> list[Finding]:
+    """Campaigns an automatic brake paused, and braked sending domains: only an operator
+    moves them on (``aicmo campaigns resume`` / ``release-domain``)."""
+    from sqlalchemy import select
+
+    from aicmo.cam.models import Campaign, CampaignStatus
+    from aicmo.cam.outcomes.brakes import list_domain_brakes
+
+    found = [
+        Finding(
+            "braked",
+            f"campaign {campaign.id}",
+            f"paused by a brake: {campaign.brake_reason}; look at its complaints and bounces, "
+            f"then `aicmo campaigns resume {campaign.id}`",
+            repairable=False,
+        )
+        for campaign in session.scalars(
+            select(Campaign)
+            .where(Campaign.status == CampaignStatus.PAUSED, Campaign.brake_reason.is_not(None))
+            .limit(MAX_FINDINGS)
+        )
+    ]
+    found += [
+        Finding(
+            "braked",
+            f"sending domain {brake.domain}",
+            f"braked: {brake.reason}; then `aicmo campaigns release-domain {brake.domain}`",
+            repairable=False,
+        )
+        for brake in list_domain_brakes(session)
+    ]
+    return found
+
+
+CHECKS.append(
+    Check(
+        "braked",
+        "campaigns and sending domains an automatic brake paused (an operator resumes them)",
+        find_braked,
+    )
+)
+
+
 def register_check(check: Check) -> Check:
     """Add a check (e.g. campaigns' reconciliation); a name is registered once."""
     for index, existing in enumerate(CHECKS):

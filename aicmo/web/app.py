@@ -14,7 +14,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aicmo.ops.users import Role, User
 from aicmo.web.errors import describe
-from aicmo.web.routes import api, auth, console_actions, console_cam, health, webhooks
+from aicmo.web.routes import (
+    api,
+    auth,
+    console_actions,
+    console_cam,
+    health,
+    outcomes,
+    webhooks,
+)
 from aicmo.web.security import CsrfRefused, Forbidden, NotAuthenticated, require
 from aicmo.web.views import HERE, render
 
@@ -67,6 +75,7 @@ def create_app() -> FastAPI:
     for router in (
         health.router,
         webhooks.router,
+        outcomes.router,
         auth.router,
         api.router,
         console_actions.router,

@@ -113,6 +113,27 @@ class Metrics:
         )
         for outcome in WEBHOOK_OUTCOMES:
             self.webhooks.labels(outcome)
+        # The outcome loop (aicmo.web.routes.outcomes), counted by the process that served it.
+        self.unsubscribe_seconds = Histogram(
+            "aicmo_unsubscribe_to_suppression_seconds",
+            "From a one-click unsubscribe request to its suppression committed.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.unsubscribes = Counter(
+            "aicmo_unsubscribe_requests",
+            "Unsubscribe POSTs: new, again (already unsubscribed), refused (bad token).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("new", "again", "refused"):
+            self.unsubscribes.labels(outcome)
+        self.email_events = Counter(
+            "aicmo_email_event_requests",
+            "Email provider webhook requests by provider and outcome (accepted or HTTP status).",
+            ["provider", "outcome"],
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._last_id: int | None = None
 

@@ -66,15 +66,32 @@ SERIES = (
     ("messages_rejected", "rejected", "#c55"),
     ("leads_captured", "leads", "#d90"),
 )
+# What happened to the day's email (provider events, unsubscribes, clicks).
+OUTCOME_SERIES = (
+    ("email_sent", "sent", "#2a7"),
+    ("delivered", "delivered", "#57c"),
+    ("opened", "opened", "#999"),
+    ("clicked", "clicked", "#d90"),
+    ("bounced_hard", "hard bounces", "#c55"),
+    ("bounced_soft", "soft bounces", "#e9a"),
+    ("complained", "complaints", "#a0a"),
+    ("unsubscribed", "unsubscribed", "#555"),
+)
 
 
-def metrics_chart(rows: list[dict[str, Any]], width: int = 720, height: int = 220) -> Markup:
+def metrics_chart(
+    rows: list[dict[str, Any]],
+    width: int = 720,
+    height: int = 220,
+    series: tuple[tuple[str, str, str], ...] = SERIES,
+    label: str = "daily metrics",
+) -> Markup:
     """A line chart of the daily metrics as an inline SVG (one line per series)."""
     if not rows:
         return Markup('<p class="muted">no daily metrics collected yet</p>')
     left, right, top, bottom = 40, 110, 12, 28
     plot_w, plot_h = width - left - right, height - top - bottom
-    peak = max(1, *(int(r[key]) for r in rows for key, _, _ in SERIES))
+    peak = max(1, *(int(r[key]) for r in rows for key, _, _ in series))
     step = plot_w / max(1, len(rows) - 1)
 
     def x(i: int) -> float:
@@ -84,8 +101,8 @@ def metrics_chart(rows: list[dict[str, Any]], width: int = 720, height: int = 22
         return top + plot_h - (v / peak) * plot_h
 
     parts = [
-        f'<svg class="chart" role="img" aria-label="daily metrics" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="chart" role="img" aria-label="{escape(label)}" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
         'stroke="#999"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#999"/>',
@@ -97,21 +114,21 @@ def metrics_chart(rows: list[dict[str, Any]], width: int = 720, height: int = 22
             f'<text x="{x(i):.1f}" y="{height - 8}" text-anchor="middle" font-size="11">'
             f"{escape(rows[i]['date'])}</text>"
         )
-    for n, (key, label, colour) in enumerate(SERIES):
+    for n, (key, name, colour) in enumerate(series):
         points = " ".join(f"{x(i):.1f},{y(int(r[key])):.1f}" for i, r in enumerate(rows))
         parts.append(
             f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}">'
-            f"<title>{label}</title></polyline>"
+            f"<title>{name}</title></polyline>"
         )
         for i, r in enumerate(rows):
             parts.append(
                 f'<circle cx="{x(i):.1f}" cy="{y(int(r[key])):.1f}" r="2.5" fill="{colour}">'
-                f"<title>{escape(r['date'])} {label}: {int(r[key])}</title></circle>"
+                f"<title>{escape(r['date'])} {name}: {int(r[key])}</title></circle>"
             )
         ly = top + 14 + n * 18
         parts.append(
             f'<rect x="{width - right + 12}" y="{ly - 9}" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{width - right + 28}" y="{ly}" font-size="12">{label}</text>'
+            f'<text x="{width - right + 28}" y="{ly}" font-size="12">{name}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -42,6 +42,8 @@ def live_workers(
         "AICMO_SMTP_HOST": "127.0.0.1",
         "AICMO_SMTP_PORT": str(slow_smtp.port),
         "AICMO_SMTP_SECURITY": "none",
+        # Live campaign mail carries signed unsubscribe links (aicmo.cam.outcomes.tokens).
+        "AICMO_EMAIL_TOKEN_KEYS": "test-token-key",
     }
     started = [worker(log_dir, concurrency=2, env=env, extra=["-Q", "aol"]) for _ in range(WORKERS)]
     for process in started:

@@ -63,6 +63,8 @@ def embedded(
         "AICMO_SMTP_HOST": "127.0.0.1",
         "AICMO_SMTP_PORT": str(smtp.port),
         "AICMO_SMTP_SECURITY": "none",
+        # Live campaign mail carries signed unsubscribe links (aicmo.cam.outcomes.tokens).
+        "AICMO_EMAIL_TOKEN_KEYS": "test-token-key",
         "AICMO_LLM_BASE_URL": f"{llm.url}/v1",
         "AICMO_LLM_API_KEY": "sk-test-embedded",
         "AICMO_LLM_REQUESTS_PER_MINUTE": "6000",

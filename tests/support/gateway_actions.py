@@ -81,7 +81,12 @@ def llm_draft(ctx: ActionContext, payload: DraftPayload) -> dict[str, Any]:
 
 def live_worker_env(**settings: str) -> dict[str, str]:
     """Environment of a live-mode worker that runs these types (AICMO_ prefix added)."""
-    env = {"AICMO_PROOF_MODE": "false", "AICMO_ACTION_MODULES": ACTION_MODULES}
+    env = {
+        "AICMO_PROOF_MODE": "false",
+        "AICMO_ACTION_MODULES": ACTION_MODULES,
+        # Live campaign mail carries signed unsubscribe links (aicmo.cam.outcomes.tokens).
+        "AICMO_EMAIL_TOKEN_KEYS": "test-token-key",
+    }
     env.update({f"AICMO_{name.upper()}": value for name, value in settings.items()})
     return env
 

@@ -5,7 +5,14 @@ from aicmo.orchestration.adapters import (
     campaign_adapter,
     email_adapter,
     leads_adapter,
+    outcomes_adapter,
     social_adapter,
 )
 
-__all__ = ["campaign_adapter", "email_adapter", "leads_adapter", "social_adapter"]
+__all__ = [
+    "campaign_adapter",
+    "email_adapter",
+    "leads_adapter",
+    "outcomes_adapter",
+    "social_adapter",
+]

@@ -21,6 +21,8 @@ from aicmo.cam import keys, leads, metrics, orchestrator, publishing
 from aicmo.cam.campaigns import EMAIL, get_campaign
 from aicmo.cam.leads import MAX_LEADS_PER_CAPTURE, SOURCE_PATTERN
 from aicmo.cam.models import CampaignMode
+from aicmo.cam.outcomes import counts as outcome_counts
+from aicmo.cam.outcomes import mail as outcomes_mail
 from aicmo.db import utcnow
 from aicmo.gateways.factory import email_sender, social_poster
 from aicmo.gateways.metrics import metrics_source
@@ -152,7 +154,14 @@ def campaign_publish(ctx: ActionContext, payload: CampaignPublishPayload) -> dic
             # The reservation then waits for the retry (or the reconciliation) to clear it.
             ctx.log.exception("message %s: could not release its reservation", job.message_id)
         raise
-    publishing.record_published(ctx.session, job, sent.external_id, ctx.action_id, utcnow())
+    publishing.record_published(
+        ctx.session,
+        job,
+        sent.external_id,
+        ctx.action_id,
+        utcnow(),
+        provider_message_id=sent.provider_message_id,
+    )
     return {
         "message_id": job.message_id,
         "campaign_id": job.campaign_id,
@@ -167,15 +176,27 @@ def _send(ctx: ActionContext, job: publishing.PublishJob) -> SendResult:
     if job.channel == EMAIL:
         assert job.email is not None  # begin_publish refused the message otherwise
         sender = email_sender(job.proof_mode, ctx.artifacts)
+        # Every outreach email: one-click unsubscribe (RFC 8058), the visible link, and the
+        # campaign's tracked links.
+        mail = outcomes_mail.decorate(
+            body=job.body,
+            message_id=job.message_id,
+            lead_id=job.lead_id,
+            campaign_id=job.campaign_id,
+            campaign_name=job.campaign_name,
+            from_address=job.from_address,
+            click_tracking=job.click_tracking,
+        )
         return sender.send(
             OutgoingEmail(
                 to=job.email,
                 subject=job.subject or job.campaign_name,
-                body=job.body,
+                body=mail.body,
                 from_address=job.from_address,
                 headers={
                     "X-Aicmo-Campaign": str(job.campaign_id),
                     "X-Aicmo-Message": str(job.message_id),
+                    **mail.headers,
                 },
             ),
             ctx.idempotency_key,
@@ -270,6 +291,7 @@ def campaign_fetch_metrics(
         "messages_failed": row.messages_failed,
         "by_channel": row.by_channel,
         "external": row.external,
+        **outcome_counts.row_outcomes(row),
     }
 
 

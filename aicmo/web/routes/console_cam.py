@@ -13,7 +13,7 @@ from aicmo.ops import review as review_ops
 from aicmo.ops.users import Role, User
 from aicmo.web.routes.console_actions import back
 from aicmo.web.security import require
-from aicmo.web.views import metrics_chart, render
+from aicmo.web.views import OUTCOME_SERIES, metrics_chart, render
 
 router = APIRouter(include_in_schema=False)
 Viewer = Annotated[User, Depends(require(Role.VIEWER))]
@@ -79,7 +79,14 @@ async def campaigns_page(request: Request, user: Viewer) -> Response:
 async def campaign_page(request: Request, campaign_id: int, user: Viewer) -> Response:
     data = await run_in_threadpool(campaigns_ops.detail, campaign_id)
     return render(
-        request, "campaign.html", user, campaign=data, chart=metrics_chart(data["metrics"])
+        request,
+        "campaign.html",
+        user,
+        campaign=data,
+        chart=metrics_chart(data["metrics"]),
+        outcomes_chart=metrics_chart(
+            data["metrics"], series=OUTCOME_SERIES, label="daily email outcomes"
+        ),
     )
 
 
