@@ -467,6 +467,29 @@ class Settings(BaseSettings):
             )
         return resolved
 
+    # -- admission (send windows, frequency caps) -----------------------------------------
+    cam_frequency_caps: str = Field(
+        default="1/24h,3/7d",
+        description="Per-person caps across every campaign: N/period, comma separated "
+        "(periods in h or d), e.g. '1/24h,3/7d'. Campaigns may add stricter caps of their own.",
+    )
+    cam_message_validity_hours: float = Field(
+        default=14 * 24,
+        gt=0,
+        description="How long after its approval a message may still be sent: a publish the "
+        "frequency caps would hold past this is FAILED ('frequency cap') instead of waiting.",
+    )
+
+    @field_validator("cam_frequency_caps")
+    @classmethod
+    def _check_caps(cls, value: str) -> str:
+        # The same rule as aicmo.cam.admission.parse_caps (config imports nothing above it).
+        for part in value.split(","):
+            match = re.match(r"^\s*([1-9]\d*)\s*/\s*(\d+(?:\.\d+)?)\s*[hd]\s*$", part)
+            if part.strip() and (match is None or float(match.group(2)) <= 0):
+                raise ValueError(f"frequency cap {part.strip()!r} is not N/period, e.g. 1/24h")
+        return value
+
     # -- beat ------------------------------------------------------------------------------
     beat_queue: str = Field(
         default="aol.beat",

@@ -3,9 +3,11 @@
 from aicmo.cam.models import (
     Campaign,
     CampaignMetrics,
+    Contact,
     Lead,
     OrchestratorRun,
     OutreachMessage,
+    Recipient,
     Suppression,
 )
 from aicmo.db import Base
@@ -21,9 +23,11 @@ __all__ = [
     "AOLExecutionLog",
     "Campaign",
     "CampaignMetrics",
+    "Contact",
     "Lead",
     "OrchestratorRun",
     "OutreachMessage",
+    "Recipient",
     "SocialAccount",
     "Suppression",
     "WebApiToken",

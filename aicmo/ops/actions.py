@@ -69,9 +69,19 @@ def action_dict(
         "payload": payload,
         "result": action.result_json,
     }
+    data["waiting"] = waiting_for(action.status, action.last_error)
     if with_logs:
         data["logs"] = [log_dict(entry) for entry in action.logs]
     return data
+
+
+def waiting_for(status: str, last_error: str | None) -> str | None:
+    """What a deferred action waits for ("waiting for send window until ..."), if anything:
+    a deferral's message says so in its own words (see aicmo.cam.admission)."""
+    if status != ActionStatus.RETRY or not last_error:
+        return None
+    _, _, message = last_error.partition(": ")
+    return message if message.startswith("waiting for ") else None
 
 
 def log_dict(entry: AOLExecutionLog) -> dict[str, Any]:
