@@ -44,6 +44,7 @@ lint: $(INSTALLED)  ## ruff and mypy
 
 bench:  ## benchmarks against plain Celery (writes BENCHMARKS.md), then bench-web
 	$(PY) -m tests.benchmarks $(BENCH_ARGS)
+	$(PY) -m tests.benchmarks.bench_admission
 	$(PY) -m tests.benchmarks.bench_web
 
 bench-web:  ## console pages and API lists on 1,000,000 actions (writes BENCHMARKS-web.md)

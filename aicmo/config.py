@@ -467,11 +467,24 @@ class Settings(BaseSettings):
             )
         return resolved
 
-    # -- admission (send windows, frequency caps) -----------------------------------------
+    # -- admission (send windows, frequency caps, concurrency per key) --------------------
+    concurrency_recheck_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="An action parked for a concurrency slot is woken when a holder of its "
+        "key finishes; this is only the safety net: it is looked at again after this long.",
+    )
     cam_frequency_caps: str = Field(
         default="1/24h,3/7d",
         description="Per-person caps across every campaign: N/period, comma separated "
         "(periods in h or d), e.g. '1/24h,3/7d'. Campaigns may add stricter caps of their own.",
+    )
+    cam_fair_share: int = Field(
+        default=20,
+        ge=0,
+        description="Fairness: a campaign's first N messages in flight are sent at the normal "
+        "broker priority, the rest at the bulk one (6), so a campaign with a large backlog "
+        "does not hold back other campaigns' next messages nor transactional mail.",
     )
     cam_message_validity_hours: float = Field(
         default=14 * 24,

@@ -13,7 +13,13 @@ from aicmo.cam.models import (
 from aicmo.db import Base
 from aicmo.gateways.accounts import SocialAccount
 from aicmo.ops.users import WebApiToken, WebUser
-from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
+from aicmo.orchestration.models import (
+    AOLAction,
+    AOLControl,
+    AOLExecutionLog,
+    AOLSlot,
+    AOLSlotWaiter,
+)
 
 metadata = Base.metadata
 
@@ -21,6 +27,8 @@ __all__ = [
     "AOLAction",
     "AOLControl",
     "AOLExecutionLog",
+    "AOLSlot",
+    "AOLSlotWaiter",
     "Campaign",
     "CampaignMetrics",
     "Contact",

@@ -57,6 +57,7 @@ from aicmo.cam.models import (
 from aicmo.cam.suppressions import is_suppressed
 from aicmo.config import get_settings
 from aicmo.orchestration import manager
+from aicmo.orchestration.dispatch import BULK_PRIORITY
 from aicmo.orchestration.errors import PermanentError
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.orchestration.status import ActionStatus
@@ -175,13 +176,17 @@ def queue_approved(
     if not rows:
         return []
     ids = [row.id for row in rows]
-    enqueued = ActionQueue.enqueue_many(
-        session,
-        [
-            (keys.PUBLISH, {"message_id": row.id}, _publish_key(row.id, row.publish_action_id))
-            for row in rows
-        ],
-    )
+    items = [
+        (keys.PUBLISH, {"message_id": row.id}, _publish_key(row.id, row.publish_action_id))
+        for row in rows
+    ]
+    # Fairness: a campaign's first ``cam_fair_share`` messages in flight go at the normal
+    # priority, the rest at the bulk one, so another campaign's next messages overtake a
+    # large backlog instead of waiting behind it (see README "Fairness").
+    normal = max(0, get_settings().cam_fair_share - in_flight(session, campaign_id))
+    enqueued = ActionQueue.enqueue_many(session, items[:normal])
+    if items[normal:]:
+        enqueued += ActionQueue.enqueue_many(session, items[normal:], priority=BULK_PRIORITY)
     # The key of a message is spent once used: an action that gave up earlier (e.g. a
     # publish forced on the DRAFT and refused by the gate) runs again, as a replay.
     spent = [

@@ -78,8 +78,10 @@ def action_dict(
 def waiting_for(status: str, last_error: str | None) -> str | None:
     """What a deferred action waits for ("waiting for send window until ..."), if anything:
     a deferral's message says so in its own words (see aicmo.cam.admission)."""
-    if status != ActionStatus.RETRY or not last_error:
+    if status not in (ActionStatus.RETRY, ActionStatus.PENDING) or not last_error:
         return None
+    if last_error.startswith("waiting for "):  # parked for a concurrency slot
+        return last_error
     _, _, message = last_error.partition(": ")
     return message if message.startswith("waiting for ") else None
 

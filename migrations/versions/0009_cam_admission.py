@@ -1,4 +1,4 @@
-"""Recipient-aware admission: send windows, per-person frequency caps
+"""Admission: send windows, per-person frequency caps, concurrency slots per key
 
 Revision ID: 0009_cam_admission
 Revises: 0007_cam_sending
@@ -40,9 +40,37 @@ def upgrade() -> None:
         sa.UniqueConstraint("message_id"),
     )
     op.create_index("ix_cam_contacts_address", "cam_contacts", ["address", "at_utc"])
+    op.create_table(
+        "aol_slots",
+        sa.Column("key", sa.String(length=300), nullable=False),
+        sa.Column("slot", sa.Integer(), nullable=False),
+        sa.Column("action_id", sa.BigInteger(), nullable=True),
+        sa.Column("token", sa.String(length=64), nullable=True),
+        sa.Column("taken_at_utc", aicmo.db.UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("key", "slot"),
+    )
+    op.create_index(
+        "ix_aol_slots_token",
+        "aol_slots",
+        ["token"],
+        postgresql_where=sa.text("token IS NOT NULL"),
+        sqlite_where=sa.text("token IS NOT NULL"),
+    )
+    op.create_table(
+        "aol_slot_waiters",
+        sa.Column("action_id", sa.BigInteger(), nullable=False),
+        sa.Column("key", sa.String(length=300), nullable=False),
+        sa.Column("since_utc", aicmo.db.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("action_id"),
+    )
+    op.create_index("ix_aol_slot_waiters_key", "aol_slot_waiters", ["key", "action_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_aol_slot_waiters_key", table_name="aol_slot_waiters")
+    op.drop_table("aol_slot_waiters")
+    op.drop_index("ix_aol_slots_token", table_name="aol_slots")
+    op.drop_table("aol_slots")
     op.drop_index("ix_cam_contacts_address", table_name="cam_contacts")
     op.drop_table("cam_contacts")
     op.drop_table("cam_recipients")

@@ -222,7 +222,13 @@ def test_campaigns_publishing_to_one_person_at_once_never_exceed_the_cap(
     database_url: str, book: Book, slow_smtp: FakeSMTPServer, live_workers: list[CeleryProcess]
 ) -> None:
     people = [{"email": f"person{i}@example.com", "first_name": f"P{i}"} for i in range(PEOPLE)]
-    cids = [support.create(database_url, n_leads=0, mode="live") for _ in range(CAMPAIGNS)]
+    # The cap is also each campaign's own: a session-wide worker another test left on the
+    # queue (started before this test's settings) must enforce it too.
+    cap = [{"max": 1, "hours": 24}]
+    cids = [
+        support.create(database_url, n_leads=0, mode="live", frequency_caps=cap)
+        for _ in range(CAMPAIGNS)
+    ]
     with support.recording_dispatcher(), session_factory(database_url)() as s, s.begin():
         for cid in cids:
             leads.capture(s, cid, "test", people)
