@@ -133,3 +133,32 @@ def test_a_slot_held_by_a_killed_worker_is_freed_by_the_lease_expiry(
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_the_same_limit_on_the_embedded_sqlite_path(tmp_path: Path) -> None:
+    from aicmo.db import get_engine as engine_for
+    from aicmo.migrate import upgrade
+    from aicmo.orchestration import concurrency
+    from aicmo.orchestration.registry import registry
+    from aicmo.orchestration.store import ActionStore
+    from tests.support.campaigns import recording_dispatcher
+
+    url = f"sqlite:///{tmp_path / 'embedded.db'}"
+    upgrade(url)
+    store = ActionStore(engine_for(url))
+    spec = registry.get("T_KEYED")
+    with recording_dispatcher() as sent, session_factory(url)() as s, s.begin():
+        ids = [ActionQueue.enqueue_action(s, "T_KEYED", {"account": "a"}).id for _ in range(3)]
+    claims = [
+        concurrency.claim(store, spec, i, f"tok{i}", lease_seconds=30, skew_seconds=0) for i in ids
+    ]
+    assert [c.claimed is not None for c in claims] == [True, True, False]
+    assert claims[2].parked and claims[2].key == "T_KEYED:account=a"
+    with session_factory(url)() as s:
+        status = s.execute(text("SELECT status FROM aol_actions WHERE id = :i"), {"i": ids[2]})
+        assert status.scalar() == "PENDING"
+    with recording_dispatcher() as sent:
+        concurrency.release(store, f"tok{ids[0]}")  # the first holder finished
+    assert [item.action_id for item in sent.sent] == [ids[2]]  # the waiter, woken
+    again = concurrency.claim(store, spec, ids[2], "tok-again", lease_seconds=30, skew_seconds=0)
+    assert again.claimed is not None
