@@ -17,7 +17,7 @@ from sqlalchemy import text
 from aicmo.db import get_engine, session_factory
 from aicmo.orchestration.queue import ActionQueue
 from tests.conftest import Book
-from tests.support.actions import KEYED_LIMIT
+from tests.support.actions import ISOLATED, KEYED_LIMIT
 from tests.support.processes import CeleryProcess, wait_for, worker
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -50,7 +50,7 @@ class RunningWatch(threading.Thread):
                 for account, count in conn.execute(
                     text(
                         "SELECT payload_json->>'account', count(*) FROM aol_actions "
-                        "WHERE action_type = 'T_KEYED' AND status = 'RUNNING' GROUP BY 1"
+                        "WHERE action_type LIKE 'T_KEYED%' AND status = 'RUNNING' GROUP BY 1"
                     )
                 ):
                     self.most[account] = max(self.most.get(account, 0), count)
@@ -99,23 +99,23 @@ def test_a_slot_held_by_a_killed_worker_is_freed_by_the_lease_expiry(
 ) -> None:
     from tests.conftest import BackgroundSweeper
 
-    first = worker(log_dir, concurrency=2, extra=["-Q", "aol"])
+    first = worker(log_dir, concurrency=2, extra=["-Q", ISOLATED])
     first.start()
     second: CeleryProcess | None = None
     try:
         with session_factory(database_url)() as s, s.begin():
             holders = [
-                ActionQueue.enqueue_action(s, "T_KEYED", {"account": "k", "sleep": 6}).id
+                ActionQueue.enqueue_action(s, "T_KEYED_ISOLATED", {"account": "k", "sleep": 6}).id
                 for _ in range(KEYED_LIMIT)
             ]
         wait_for(lambda: set(book.statuses(holders).values()) == {"RUNNING"}, 20, message="holders")
         first.kill()  # mid-run: the holders' slots stay taken until their leases (11 s) end
         assert set(book.statuses(holders).values()) == {"RUNNING"}
-        second = worker(log_dir, concurrency=2, extra=["-Q", "aol"])
+        second = worker(log_dir, concurrency=2, extra=["-Q", ISOLATED])
         second.start()
         with session_factory(database_url)() as s, s.begin():
             waiters = [
-                ActionQueue.enqueue_action(s, "T_KEYED", {"account": "k", "sleep": 0}).id
+                ActionQueue.enqueue_action(s, "T_KEYED_ISOLATED", {"account": "k", "sleep": 0}).id
                 for _ in range(2)
             ]
         wait_for(lambda: set(book.statuses(waiters).values()) == {"PENDING"}, 30, message="parked")

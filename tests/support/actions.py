@@ -222,3 +222,18 @@ def keyed(ctx: ActionContext, payload: KeyedPayload) -> dict[str, Any]:
     _record(ctx, f"{payload.account}:{running}")
     time.sleep(payload.sleep)
     return {"account": payload.account}
+
+
+@registry.action(
+    "T_KEYED_ISOLATED",
+    payload=KeyedPayload,
+    retry=FAST_RETRY,
+    soft_time_limit=8,
+    time_limit=10,
+    queue=ISOLATED,
+    concurrency=Concurrency("account", KEYED_LIMIT),
+)
+def keyed_isolated(ctx: ActionContext, payload: KeyedPayload) -> dict[str, Any]:
+    """T_KEYED on the queue only a test's own workers read (for worker-kill tests)."""
+    time.sleep(payload.sleep)
+    return {"account": payload.account}
