@@ -274,7 +274,7 @@ def test_campaigns_publishing_to_one_person_at_once_never_exceed_the_cap(
 
 
 def test_a_worker_defers_a_publish_outside_the_window_and_says_until_when(
-    database_url: str, book: Book, live_workers: list[CeleryProcess]
+    database_url: str, book: Book, live_workers: list[CeleryProcess], log_dir: Path
 ) -> None:
     from click.testing import CliRunner
 
@@ -302,3 +302,15 @@ def test_a_worker_defers_a_publish_outside_the_window_and_says_until_when(
     shown = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["actions", "show", str(action_id)])
     assert shown.exit_code == 0, shown.output
     assert f"waiting for send window until {opening.isoformat()}" in shown.output
+    # The console's action page says the same.
+    from tests.support.web import Browser, WebServer, make_user
+
+    web = WebServer(log_dir).start()
+    try:
+        browser = Browser(web)
+        browser.login(make_user("viewer"))
+        page = browser.get(f"/actions/{action_id}").text
+        assert 'id="waiting"' in page
+        assert f"waiting for send window until {opening.isoformat()}" in page
+    finally:
+        web.stop()
