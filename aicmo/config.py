@@ -552,6 +552,42 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    # -- admission (send windows, frequency caps, concurrency per key) --------------------
+    concurrency_recheck_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="An action parked for a concurrency slot is woken when a holder of its "
+        "key finishes; this is only the safety net: it is looked at again after this long.",
+    )
+    cam_frequency_caps: str = Field(
+        default="1/24h,3/7d",
+        description="Per-person caps across every campaign: N/period, comma separated "
+        "(periods in h or d), e.g. '1/24h,3/7d'. Campaigns may add stricter caps of their own.",
+    )
+    cam_fair_share: int = Field(
+        default=20,
+        ge=0,
+        description="Fairness: a campaign's first N messages in flight are sent at the normal "
+        "broker priority, the rest at the bulk one (6), so a campaign with a large backlog "
+        "does not hold back other campaigns' next messages nor transactional mail.",
+    )
+    cam_message_validity_hours: float = Field(
+        default=14 * 24,
+        gt=0,
+        description="How long after its approval a message may still be sent: a publish the "
+        "frequency caps would hold past this is FAILED ('frequency cap') instead of waiting.",
+    )
+
+    @field_validator("cam_frequency_caps")
+    @classmethod
+    def _check_caps(cls, value: str) -> str:
+        # The same rule as aicmo.cam.admission.parse_caps (config imports nothing above it).
+        for part in value.split(","):
+            match = re.match(r"^\s*([1-9]\d*)\s*/\s*(\d+(?:\.\d+)?)\s*[hd]\s*$", part)
+            if part.strip() and (match is None or float(match.group(2)) <= 0):
+                raise ValueError(f"frequency cap {part.strip()!r} is not N/period, e.g. 1/24h")
+        return value
+
     # -- beat ------------------------------------------------------------------------------
     beat_queue: str = Field(
         default="aol.beat",

@@ -3,16 +3,24 @@
 from aicmo.cam.models import (
     Campaign,
     CampaignMetrics,
+    Contact,
     Lead,
     OrchestratorRun,
     OutreachMessage,
+    Recipient,
     Suppression,
 )
 from aicmo.cam.outcomes.models import EmailEvent, SendingBrake
 from aicmo.db import Base
 from aicmo.gateways.accounts import SocialAccount
 from aicmo.ops.users import WebApiToken, WebUser
-from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
+from aicmo.orchestration.models import (
+    AOLAction,
+    AOLControl,
+    AOLExecutionLog,
+    AOLSlot,
+    AOLSlotWaiter,
+)
 
 metadata = Base.metadata
 
@@ -20,12 +28,16 @@ __all__ = [
     "AOLAction",
     "AOLControl",
     "AOLExecutionLog",
+    "AOLSlot",
+    "AOLSlotWaiter",
     "Campaign",
     "CampaignMetrics",
+    "Contact",
     "EmailEvent",
     "Lead",
     "OrchestratorRun",
     "OutreachMessage",
+    "Recipient",
     "SendingBrake",
     "SocialAccount",
     "Suppression",

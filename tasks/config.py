@@ -27,7 +27,12 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "store_processed": False,
             "polling_interval": settings.broker_polling_interval,
         }
-    return {"visibility_timeout": settings.broker_visibility_timeout_seconds}
+    return {
+        "visibility_timeout": settings.broker_visibility_timeout_seconds,
+        # kombu's default, stated: one Redis list per step, popped in this order (0 first);
+        # a message of priority p goes to the list of the largest step <= p.
+        "priority_steps": [0, 3, 6, 9],
+    }
 
 
 def queue(name: str) -> Queue:

@@ -59,6 +59,7 @@ class CeleryDispatcher:
                     args=[item.action_id],
                     queue=spec.queue,
                     countdown=self._countdown(item),
+                    priority=item.priority,
                     producer=producer,
                     ignore_result=True,
                     time_limit=spec.time_limit,
@@ -85,11 +86,15 @@ class CeleryDispatcher:
         )
         content_type, content_encoding, body = dumps(message.body, serializer="json")
         properties = {**message.properties, "delivery_mode": 2}
+        priority = item.priority or 0
+        if priority:
+            properties["priority"] = priority
         envelope = channel.prepare_message(
             body, 0, content_type, content_encoding, message.headers, properties
         )
         channel._inplace_augment_message(envelope, "", spec.queue)
-        return channel._q_for_pri(spec.queue, 0), json.dumps(envelope)
+        # The list kombu's own publish would use for this priority (its priority_steps).
+        return channel._q_for_pri(spec.queue, priority), json.dumps(envelope)
 
     def _publish_pipelined(self, items: Sequence[Dispatch]) -> None:
         # The app's producer pool keeps connections and their channels warm; opening a

@@ -56,6 +56,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "AICMO_DISPATCH_HORIZON_SECONDS": "10",
             "AICMO_SWEEP_INTERVAL_SECONDS": "0.5",
             "AICMO_LOG_LEVEL": "INFO",
+            # No per-person frequency caps by default: many tests send a sequence's steps to
+            # one lead within seconds. The admission tests set the caps they check.
+            "AICMO_CAM_FREQUENCY_CAPS": "",
         }
     )
     os.environ.update(TEST_ENV)

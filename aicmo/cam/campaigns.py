@@ -23,6 +23,7 @@ from pydantic import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aicmo.cam.admission import CapSpec, SendWindowSpec
 from aicmo.cam.clock import zone
 from aicmo.cam.errors import CampaignNotFound, InvalidCampaign
 from aicmo.cam.models import Campaign, CampaignMode, CampaignStatus, OutreachMessage, PublishStatus
@@ -89,6 +90,9 @@ class CampaignSpec(BaseModel):
     # Links in its emails go through /c/TOKEN, counted and UTM-tagged (aicmo.cam.outcomes).
     click_tracking: bool = False
 
+    send_window: SendWindowSpec | None = None
+    frequency_caps: list[CapSpec] = Field(default_factory=list, max_length=8)
+
     @field_validator("timezone")
     @classmethod
     def _iana(cls, value: str) -> str:
@@ -153,6 +157,8 @@ def create_campaign(session: Session, spec: CampaignSpec | dict[str, Any]) -> Ca
         max_steps=checked.max_steps,
         from_address=checked.from_address,
         click_tracking=checked.click_tracking,
+        send_window=checked.send_window.model_dump() if checked.send_window else None,
+        frequency_caps=[cap.model_dump() for cap in checked.frequency_caps] or None,
         created_at_utc=now,
         updated_at_utc=now,
     )

@@ -27,3 +27,11 @@ def day_bounds(day: date, timezone: str) -> tuple[datetime, datetime]:
 
 def today_bounds(now: datetime, timezone: str) -> tuple[datetime, datetime]:
     return day_bounds(local_date(now, timezone), timezone)
+
+
+def wall_time(day: date, at: str, timezone: str) -> datetime:
+    """Local wall time ``at`` (HH:MM) of date ``day``, in UTC. ``fold=0``: a time in a DST
+    gap is read with the offset before the change (02:30 -> 03:30), a repeated one is its
+    first occurrence; either way it falls on ``day`` itself (the beat's daily slots too)."""
+    hour, minute = (int(part) for part in at.split(":"))
+    return datetime.combine(day, time(hour, minute), tzinfo=zone(timezone)).astimezone(UTC)

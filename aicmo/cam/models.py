@@ -122,6 +122,11 @@ class Campaign(Base):
     # the operator's resume.
     brake_reason: Mapped[str | None] = mapped_column(Text)
     braked_at_utc: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # {"start": "09:00", "end": "17:30", "days": ["mon", ..]}: when a message may arrive, in
+    # the lead's local time (see aicmo.cam.admission). None: any time.
+    send_window: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # [{"max": N, "hours": H}]: per-person caps on top of the global ones (stricter only).
+    frequency_caps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     created_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -342,3 +347,32 @@ class Suppression(Base):
         UniqueConstraint("kind", "value"),
         CheckConstraint(f"kind IN ({_values(SuppressionKind)})", name="kind_valid"),
     )
+
+
+class Recipient(Base):
+    """One person as a channel reaches them (``email:ada@example.com``), across campaigns.
+
+    Its row is the lock every admission of a message to that person takes, so two campaigns
+    deciding at once about the same person take turns (see aicmo.cam.admission)."""
+
+    __tablename__ = "cam_recipients"
+
+    address: Mapped[str] = mapped_column(String(520), primary_key=True)
+    created_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Contact(Base):
+    """A message admitted to a person: what the frequency caps count. It counts while its
+    message is PUBLISHED or being sent (a reservation); a released send stops counting."""
+
+    __tablename__ = "cam_contacts"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(520))
+    message_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("cam_outreach_messages.id", ondelete="CASCADE"), unique=True
+    )
+    campaign_id: Mapped[int] = mapped_column(BigInteger)
+    at_utc: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_cam_contacts_address", "address", "at_utc"),)

@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from aicmo.cam import keys
+from aicmo.cam import admission, keys
 from aicmo.cam.campaigns import EMAIL, StepSpec, get_campaign
 from aicmo.cam.clock import today_bounds
 from aicmo.cam.errors import (
@@ -57,6 +57,7 @@ from aicmo.cam.models import (
 from aicmo.cam.suppressions import is_suppressed
 from aicmo.config import get_settings
 from aicmo.orchestration import manager
+from aicmo.orchestration.dispatch import BULK_PRIORITY
 from aicmo.orchestration.errors import PermanentError
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.orchestration.status import ActionStatus
@@ -175,13 +176,17 @@ def queue_approved(
     if not rows:
         return []
     ids = [row.id for row in rows]
-    enqueued = ActionQueue.enqueue_many(
-        session,
-        [
-            (keys.PUBLISH, {"message_id": row.id}, _publish_key(row.id, row.publish_action_id))
-            for row in rows
-        ],
-    )
+    items = [
+        (keys.PUBLISH, {"message_id": row.id}, _publish_key(row.id, row.publish_action_id))
+        for row in rows
+    ]
+    # Fairness: a campaign's first ``cam_fair_share`` messages in flight go at the normal
+    # priority, the rest at the bulk one, so another campaign's next messages overtake a
+    # large backlog instead of waiting behind it (see README "Fairness").
+    normal = max(0, get_settings().cam_fair_share - in_flight(session, campaign_id))
+    enqueued = ActionQueue.enqueue_many(session, items[:normal])
+    if items[normal:]:
+        enqueued += ActionQueue.enqueue_many(session, items[normal:], priority=BULK_PRIORITY)
     # The key of a message is spent once used: an action that gave up earlier (e.g. a
     # publish forced on the DRAFT and refused by the gate) runs again, as a replay.
     spent = [
@@ -286,8 +291,9 @@ def open_publish(
     Raises :class:`ReviewGateClosed` unless the message is APPROVED (or QUEUED/FAILED by this
     very action, i.e. a retry or a replay), :class:`CampaignHalted`, :class:`LeadNotContactable`,
     :class:`MessageUnbuildable` or :class:`DailyLimitReached` (transient: retried at the next
-    local midnight). On success the message is QUEUED by this action with its reservation
-    set, in the caller's transaction.
+    local midnight), and the recipient's admission (:mod:`aicmo.cam.admission`): outside the
+    send window, over a frequency cap. On success the message is QUEUED by this action with
+    its reservation set, in the caller's transaction.
     """
     campaign_id = session.scalar(
         select(OutreachMessage.campaign_id).where(OutreachMessage.id == message_id)
@@ -333,6 +339,7 @@ def open_publish(
         )
     from_address = campaign.from_address or get_settings().cam_from_address
     _check_buildable(message, lead, from_address)
+    admission.check_send_window(campaign, lead, now)
     if admitted_today(session, campaign, now, message.id) >= campaign.daily_send_limit:
         _, day_end = today_bounds(now, campaign.timezone)
         wait = math.ceil((day_end - now).total_seconds()) + 1
@@ -341,6 +348,8 @@ def open_publish(
             f"{campaign.daily_send_limit}",
             retry_after=wait,
         )
+    # Last: the person's lock is the one held the shortest (and always after the campaign's).
+    admission.admit_recipient(session, campaign, message, lead, now)
     # Owned from here on: another action finds the gate closed while this one sends.
     message.publish_status = PublishStatus.QUEUED
     message.publish_action_id = action_id
@@ -372,17 +381,26 @@ def begin_publish(
     * :class:`CampaignHalted`: the message goes back to APPROVED, holding no room; resume
       (or the next tick) queues it again under a fresh key. Written under the campaign's
       lock, so a resume either comes before (and this publish sends) or sees it.
-    * :class:`LeadNotContactable`, :class:`MessageUnbuildable`: FAILED now, its room freed.
+    * :class:`LeadNotContactable`, :class:`MessageUnbuildable`,
+      :class:`~aicmo.cam.admission.FrequencyCapExceeded`: FAILED now, its room freed.
+    * :class:`~aicmo.cam.admission.SendWindowClosed`, :class:`~aicmo.cam.admission.FrequencyCapped`:
+      deferrals (the attempt is given back); the message keeps its state and waits.
     """
     try:
         return open_publish(session, message_id, action_id, now, proof_mode)
     except CampaignHalted as exc:
         _settle(session, message_id, action_id, now, exc, PublishStatus.APPROVED)
         return Refused(exc)
-    except (LeadNotContactable, MessageUnbuildable) as exc:
+    except (LeadNotContactable, MessageUnbuildable, admission.FrequencyCapExceeded) as exc:
         _settle(session, message_id, action_id, now, exc, PublishStatus.FAILED)
         return Refused(exc)
-    except (ReviewGateClosed, MessageNotFound, DailyLimitReached) as exc:
+    except (
+        ReviewGateClosed,
+        MessageNotFound,
+        DailyLimitReached,
+        admission.SendWindowClosed,
+        admission.FrequencyCapped,
+    ) as exc:
         return Refused(exc)
 
 

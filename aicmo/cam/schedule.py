@@ -42,7 +42,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import and_, bindparam, case, or_, select
@@ -50,7 +50,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from aicmo.cam import keys
-from aicmo.cam.clock import day_bounds, local_date, zone
+from aicmo.cam.clock import day_bounds, local_date, wall_time
 from aicmo.cam.models import Campaign, CampaignStatus
 from aicmo.config import Settings, get_settings
 from aicmo.db import UTCDateTime, utcnow
@@ -94,8 +94,7 @@ def _daily_slot(day: date, at: str, timezone: str) -> datetime:
     """The daily slot of local date ``day`` in UTC. ``fold=0``: a wall time in a DST gap is
     read with the offset before the change (02:30 -> 03:30); a repeated one is its first
     occurrence. Either way the slot falls on ``day`` itself."""
-    hour, minute = (int(part) for part in at.split(":"))
-    return datetime.combine(day, time(hour, minute), tzinfo=zone(timezone)).astimezone(UTC)
+    return wall_time(day, at, timezone)
 
 
 def latest_slot(campaign: HasCadence, now: datetime) -> datetime:

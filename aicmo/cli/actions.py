@@ -152,6 +152,7 @@ def actions_show(action_id: int, as_json: bool) -> None:
         )
     )
     for label in (
+        "waiting",
         "idempotency_key",
         "not_before_utc",
         "created_at_utc",

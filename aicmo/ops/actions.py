@@ -69,9 +69,21 @@ def action_dict(
         "payload": payload,
         "result": action.result_json,
     }
+    data["waiting"] = waiting_for(action.status, action.last_error)
     if with_logs:
         data["logs"] = [log_dict(entry) for entry in action.logs]
     return data
+
+
+def waiting_for(status: str, last_error: str | None) -> str | None:
+    """What a deferred action waits for ("waiting for send window until ..."), if anything:
+    a deferral's message says so in its own words (see aicmo.cam.admission)."""
+    if status not in (ActionStatus.RETRY, ActionStatus.PENDING) or not last_error:
+        return None
+    if last_error.startswith("waiting for "):  # parked for a concurrency slot
+        return last_error
+    _, _, message = last_error.partition(": ")
+    return message if message.startswith("waiting for ") else None
 
 
 def log_dict(entry: AOLExecutionLog) -> dict[str, Any]:

@@ -20,6 +20,13 @@ class Dispatch:
     action_id: int
     action_type: str
     countdown: float = 0.0  # seconds; never more than the dispatch horizon
+    # The broker's message priority (Redis: 0 is first; see BULK_PRIORITY). None: 0.
+    priority: int | None = None
+
+
+# A bulk campaign's share beyond its fair share is sent at this priority: on Redis a worker
+# pops priority 0 (everything else, transactional mail included) before any of it.
+BULK_PRIORITY = 6
 
 
 class Dispatcher(Protocol):

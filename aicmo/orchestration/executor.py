@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from aicmo.config import Settings, get_settings
 from aicmo.db import db_now, get_engine, utcnow
+from aicmo.orchestration import concurrency
 from aicmo.orchestration.artifacts import ArtifactWriter, artifact_fields
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.errors import Deferred, LeaseLost, PermanentError, TransientError
@@ -61,6 +62,7 @@ class OutcomeKind(StrEnum):
     NOT_DUE = "NOT_DUE"  # arrived before not_before: the sweeper sends it again when due
     PAUSED = "PAUSED"  # left unclaimed; runs after resume with no attempt spent
     NOT_FOUND = "NOT_FOUND"
+    WAITING = "WAITING"  # parked for a concurrency slot; woken when one frees, no attempt spent
     LEASE_LOST = "LEASE_LOST"  # the claim expired under us: nothing of this run was kept
 
 
@@ -165,6 +167,25 @@ class Executor:
             created_at_utc=claimed.created_at_utc,
             claimed_by=token,
         )
+        if spec.concurrency is None:
+            return self._execute(action, claimed, spec, token, payload)
+        try:
+            return self._execute(action, claimed, spec, token, payload)
+        finally:
+            # After the outcome is recorded: the next waiter of the key may run now.
+            try:
+                concurrency.release(self.store, token)
+            except Exception:
+                log.exception("action %s: slot not released (the sweeper frees it)", action.id)
+
+    def _execute(
+        self,
+        action: AOLAction,
+        claimed: Claimed,
+        spec: ActionType,
+        token: str,
+        payload: dict[str, Any] | None,
+    ) -> Outcome:
         started = time.monotonic()
         try:
             checked = spec.payload_model.model_validate(
@@ -186,6 +207,8 @@ class Executor:
     ) -> Claimed | Outcome:
         """``reclaim``: ``token`` was in flight when the database went away; its claim may
         have committed, so "RUNNING under this token" counts as claimed."""
+        if spec.concurrency is not None:
+            return self._claim_keyed(action_id, spec, token, reclaim=reclaim)
         for attempt in (1, 2):
             try:
                 claimed = self.store.claim(
@@ -222,6 +245,41 @@ class Executor:
                     },
                 )
             return claimed
+        with Session(self._engine()) as session, session.begin():
+            return self._why_not_claimed(session, action_id, spec, db_now(session))
+
+    def _claim_keyed(
+        self, action_id: int, spec: ActionType, token: str, *, reclaim: bool
+    ) -> Claimed | Outcome:
+        """The claim of a type with a concurrency key: a slot and the action in one
+        statement, or the action parked until a slot frees (aicmo.orchestration.concurrency)."""
+        try:
+            if reclaim:
+                mine = self.store.running_under(action_id, token)
+                if mine is not None:
+                    return mine
+            keyed = concurrency.claim(
+                self.store,
+                spec,
+                action_id,
+                token,
+                lease_seconds=spec.lease_seconds(),
+                skew_seconds=CLAIM_SKEW.total_seconds(),
+            )
+        except (StoreUnavailable, OperationalError, InterfaceError) as exc:
+            self._remember_unanswered(action_id, token)
+            raise DatabaseUnavailable(describe_error(exc)) from exc
+        if keyed.claimed is not None:
+            return keyed.claimed
+        if keyed.parked:
+            log.info(
+                "action %s %s waits for a slot of %s",
+                action_id,
+                spec.name,
+                keyed.key,
+                extra={"action_id": action_id, "event": "WAITING"},
+            )
+            return Outcome(OutcomeKind.WAITING, action_id, spec.name, error=keyed.key)
         with Session(self._engine()) as session, session.begin():
             return self._why_not_claimed(session, action_id, spec, db_now(session))
 

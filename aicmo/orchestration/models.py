@@ -281,6 +281,43 @@ class AOLControl(Base):
     updated_at_utc: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class AOLSlot(Base):
+    """One of the N run slots of a concurrency key (``SEND_EMAIL:account=7``, slot 1..N).
+
+    A claim of a type with a concurrency key takes a free slot in the claim statement itself
+    (``FOR UPDATE SKIP LOCKED``): N slot rows, so never more than N holders. See
+    aicmo.orchestration.concurrency."""
+
+    __tablename__ = "aol_slots"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action_id: Mapped[int | None] = mapped_column(BigInteger)
+    token: Mapped[str | None] = mapped_column(String(64))
+    taken_at_utc: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index(
+            "ix_aol_slots_token",
+            "token",
+            postgresql_where=text("token IS NOT NULL"),
+            sqlite_where=text("token IS NOT NULL"),
+        ),
+    )
+
+
+class AOLSlotWaiter(Base):
+    """An action parked (PENDING) until a slot of its key frees: woken oldest first."""
+
+    __tablename__ = "aol_slot_waiters"
+
+    action_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key: Mapped[str] = mapped_column(String(300))
+    since_utc: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_aol_slot_waiters_key", "key", "action_id"),)
+
+
 # An AOLAction added to a session by hand (the original's way to enqueue) is checked and
 # completed as enqueue does it; the engine itself never inserts through the ORM.
 @event.listens_for(AOLAction, "before_insert")

@@ -376,8 +376,11 @@ class ActionQueue:
     def enqueue_many(
         session: Session,
         actions: Sequence[tuple[str, Any] | tuple[str, Any, str | None] | dict[str, Any]],
+        *,
+        priority: int | None = None,
     ) -> list[Enqueued]:
         """Add many actions in one round trip (per 1,000 rows), all or nothing.
+        ``priority``: the broker priority of their messages (``dispatch.BULK_PRIORITY``).
 
         Each item is ``(type, payload)``, ``(type, payload, key)`` or a dict with
         ``action_type``, ``payload``, ``idempotency_key`` and ``not_before``. Every item is
@@ -435,7 +438,7 @@ class ActionQueue:
         dispatch_after_commit(
             session,
             [
-                Dispatch(results[p.idempotency_key].action_id, p.spec.name, p.countdown)
+                Dispatch(results[p.idempotency_key].action_id, p.spec.name, p.countdown, priority)
                 for p in unique
                 if results[p.idempotency_key].created and p.status is ActionStatus.READY
             ],

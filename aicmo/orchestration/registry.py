@@ -31,6 +31,22 @@ TASK_NAME_PREFIX = "aol."
 
 
 @dataclass(frozen=True)
+class Concurrency:
+    """At most ``limit`` actions of the type RUNNING per value of payload field ``field``
+    (e.g. the sending account), on all workers together. Enforced in the claim (see
+    aicmo.orchestration.concurrency)."""
+
+    field: str
+    limit: int
+
+    def __post_init__(self) -> None:
+        if not self.field.replace("_", "").isalnum():
+            raise ValueError(f"concurrency field must be a payload field name, got {self.field!r}")
+        if not 1 <= self.limit <= 1000:
+            raise ValueError(f"concurrency limit must be 1..1000, got {self.limit}")
+
+
+@dataclass(frozen=True)
 class ActionType:
     name: str
     payload_model: type[BaseModel]
@@ -40,6 +56,7 @@ class ActionType:
     time_limit: float = 300.0
     queue: str = DEFAULT_QUEUE
     description: str = ""
+    concurrency: Concurrency | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum() or not self.name.isupper():
@@ -79,6 +96,7 @@ class ActionRegistry:
         soft_time_limit: float = 240.0,
         time_limit: float = 300.0,
         queue: str = DEFAULT_QUEUE,
+        concurrency: Concurrency | None = None,
     ) -> Callable[[Handler], Handler]:
         """Decorator form: ``@registry.action("POST_SOCIAL", payload=PostSocialPayload)``."""
 
@@ -93,6 +111,7 @@ class ActionRegistry:
                     time_limit=time_limit,
                     queue=queue,
                     description=(handler.__doc__ or "").strip().split("\n")[0],
+                    concurrency=concurrency,
                 )
             )
             return handler

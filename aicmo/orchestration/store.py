@@ -331,6 +331,20 @@ class ActionStore:
                     )
         return Claimed(*row) if row is not None else None
 
+    def running_under(self, action_id: int, token: str) -> Claimed | None:
+        """The action if it is RUNNING under ``token`` (a claim whose reply was lost)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                _sql(
+                    "SELECT id, idempotency_key, payload_json, attempts, max_attempts,"
+                    " not_before_utc, created_at_utc FROM aol_actions"
+                    " WHERE id = :id AND status = 'RUNNING' AND claimed_by = :token",
+                    **_CLAIM_COLUMNS,
+                ),
+                {"id": action_id, "token": token},
+            ).first()
+        return Claimed(*row) if row is not None else None
+
     def succeed(
         self,
         conn: Connection,

@@ -20,6 +20,9 @@ the database's (``now()``), never this host's: hosts drift.
    busy queue is probably not lost, but under a steady backlog "probably" must not become
    "never"). Each resend restarts the row's clock, so a row gets at most one extra message
    per period.
+
+Also, after 1: concurrency slots held by claims that are no longer RUNNING are freed and a
+waiter of each such key woken (aicmo.orchestration.concurrency).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from aicmo.config import Settings, get_settings
 from aicmo.db import db_now, get_engine, rowcount
+from aicmo.orchestration import concurrency
 from aicmo.orchestration.dispatch import Dispatch, Dispatcher, get_dispatcher
 from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
 from aicmo.orchestration.queue import publish_now
@@ -110,6 +114,12 @@ class Sweeper:
         # ``now`` is injectable for tests; by default it is the database's clock.
         now = now or db_now(self.engine())
         self.expire_leases(now, report)
+        try:
+            # After the expiries: a slot whose holder's lease just ended is freed now.
+            concurrency.free_stale(self.engine(), self.dispatcher)
+        except Exception as exc:
+            report.errors.append(f"slots: {exc}")
+            log.warning("sweep: could not free stale concurrency slots: %s", exc)
         paused_all, paused_types = self.paused_scopes()
         report.paused = paused_all
         try:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.errors import PermanentError, TransientError
-from aicmo.orchestration.registry import registry
+from aicmo.orchestration.registry import Concurrency, registry
 from aicmo.orchestration.retry import RetryPolicy
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, factor=2.0, max_delay=2.0, jitter=0.0)
@@ -189,3 +189,51 @@ def sql_error(ctx: ActionContext, payload: TagPayload) -> None:
         text("INSERT INTO test_effects (tag, action_id, attempt) VALUES (:tag, NULL, 1)"),
         {"tag": payload.tag},
     )
+
+
+class KeyedPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account: str
+    tag: str = "x"
+    sleep: float = 0.3
+
+
+KEYED_LIMIT = 2
+
+
+@registry.action(
+    "T_KEYED",
+    payload=KeyedPayload,
+    retry=FAST_RETRY,
+    soft_time_limit=8,
+    time_limit=10,
+    concurrency=Concurrency("account", KEYED_LIMIT),
+)
+def keyed(ctx: ActionContext, payload: KeyedPayload) -> dict[str, Any]:
+    """Record how many actions of its account are RUNNING (itself included), then sleep."""
+    running = ctx.session.execute(
+        text(
+            "SELECT count(*) FROM aol_actions WHERE action_type = 'T_KEYED' "
+            "AND status = 'RUNNING' AND payload_json->>'account' = :account"
+        ),
+        {"account": payload.account},
+    ).scalar()
+    _record(ctx, f"{payload.account}:{running}")
+    time.sleep(payload.sleep)
+    return {"account": payload.account}
+
+
+@registry.action(
+    "T_KEYED_ISOLATED",
+    payload=KeyedPayload,
+    retry=FAST_RETRY,
+    soft_time_limit=8,
+    time_limit=10,
+    queue=ISOLATED,
+    concurrency=Concurrency("account", KEYED_LIMIT),
+)
+def keyed_isolated(ctx: ActionContext, payload: KeyedPayload) -> dict[str, Any]:
+    """T_KEYED on the queue only a test's own workers read (for worker-kill tests)."""
+    time.sleep(payload.sleep)
+    return {"account": payload.account}
