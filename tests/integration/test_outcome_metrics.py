@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,8 @@ def test_fetch_metrics_records_the_days_outcomes_and_rates(session: Session, env
         keys.FETCH_METRICS,
         {"campaign_id": campaign_id, "date": day.isoformat()},
         idempotency_key=keys.metrics_key(campaign_id, day),
+        # Waiting (no message for the shared worker): the direct call below runs it.
+        not_before=now + timedelta(hours=1),
     )
     session.commit()
     result = handle_campaign_fetch_metrics(

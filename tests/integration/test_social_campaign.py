@@ -84,6 +84,7 @@ def live_worker(social_queue: str, smtp: FakeSMTPServer, log_dir: Any) -> Iterat
         "AICMO_SMTP_USERNAME": USERNAME,
         "AICMO_SMTP_PASSWORD": SMTP_PASSWORD,
         "AICMO_SOCIAL_ENCRYPTION_KEYS": KEY,
+        "AICMO_EMAIL_TOKEN_KEYS": "test-token-key",  # live campaign mail signs its unsubscribe link
         "AICMO_SOCIAL_TIMEOUT_SECONDS": "2",
     }
     process = worker(log_dir, concurrency=2, env=env, extra=["-Q", social_queue]).start()
