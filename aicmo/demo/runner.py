@@ -131,6 +131,10 @@ def demo_environment(paths: DemoPaths) -> dict[str, str]:
         "AICMO_DISPATCH_HORIZON_SECONDS": "2",
         "AICMO_RESEND_GRACE_SECONDS": "5",
         "AICMO_HEALTH_MAX_SWEEP_AGE_SECONDS": "10",
+        # The demo's sequence reaches each lead twice within seconds (its steps' waits are
+        # compressed): the default per-person caps (1/24h, 3/7d) would hold the second step
+        # for a day, so they are off here, as in the test suite.
+        "AICMO_CAM_FREQUENCY_CAPS": "",
     }
 
 
