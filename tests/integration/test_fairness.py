@@ -92,10 +92,10 @@ def test_a_small_campaign_overtakes_a_large_backlog(
     print(f"fairness: B's {B_MESSAGES} published in {b_seconds:.2f}s; A had {a_done}/{A_BACKLOG}")
     assert b_seconds < 10
     assert a_done < A_BACKLOG * 0.75, "B waited for most of A's backlog"
-    # ... and the bulk share is not starved: it runs as soon as nothing else waits.
+    # ... and the bulk share is not starved: it runs on as soon as nothing else waits.
     wait_for(
-        lambda: published(database_url, a) == A_BACKLOG,
-        240,
+        lambda: published(database_url, a) >= a_done + 200,
+        60,
         interval=0.5,
-        message="A's backlog to be published",
+        message="A's backlog to go on after B's messages",
     )
