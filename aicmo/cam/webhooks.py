@@ -38,6 +38,7 @@ from aicmo.cam.leads import MAX_LEADS_PER_CAPTURE, SOURCE_PATTERN, enqueue_captu
 from aicmo.cam.models import Campaign
 from aicmo.config import WebhookSource, get_settings
 from aicmo.db import session_scope
+from aicmo.json_nesting import nesting_depth
 from aicmo.orchestration.errors import EnqueueError, IdempotencyConflict
 from aicmo.orchestration.queue import format_validation_error
 
@@ -53,11 +54,6 @@ MAX_SIGNATURES = 8
 MAX_INT_DIGITS = 20
 MAX_REASON_CHARS = 600
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
-# A JSON string, escapes included, or an unterminated one up to the end (JSON refuses it there
-# anyway). Possessive, and never failing once it starts: every byte is scanned once, so a body
-# of many quotes and backslashes cannot make the scan quadratic.
-_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class WebhookError(CampaignError):
@@ -190,23 +186,6 @@ def verify_signature(
         raise BadSignature("signature does not match")
 
 
-def _nesting_depth(body: bytes, limit: int) -> int:
-    """How deep the brackets of ``body`` go (those inside strings do not count), counted
-    only up to ``limit`` + 1."""
-    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    depth = deepest = 0
-    for byte in brackets:
-        if byte in b"[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    break
-        else:
-            depth -= 1
-    return deepest
-
-
 def _json_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise ValueError(f"a number of more than {MAX_INT_DIGITS} digits")
@@ -229,7 +208,7 @@ def _short(text: str) -> str:
 
 
 def parse_event(body: bytes) -> WebhookEvent:
-    if _nesting_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    if nesting_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise BadPayload(f"body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         document = json.loads(

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aicmo.json_nesting import nesting_depth
+
 KINDS = (
     "delivered",
     "bounce_hard",
@@ -62,26 +64,12 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def parse_json(body: bytes) -> Any:
-    if _depth(body) > MAX_JSON_DEPTH:
+    if nesting_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise BadEventPayload(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
         raise BadEventPayload("body is not valid JSON") from None
-
-
-def _depth(body: bytes) -> int:
-    # An upper bound (brackets inside strings count too): cheap, and a real event is shallow.
-    depth = deepest = 0
-    for byte in body:
-        if byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_JSON_DEPTH:
-                return deepest
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
 
 
 def text(value: Any, limit: int = 500) -> str | None:
