@@ -25,6 +25,9 @@ from sqlalchemy.orm import Session
 from tests.support import services
 from tests.support.processes import CeleryProcess, wait_for, worker
 
+# The fault suites' books (tests/chaos, tests/hosts): the ``ledger`` fixture and its table.
+pytest_plugins = ["tests.support.books"]
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_ID = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
 TEST_ENV: dict[str, str] = {}

@@ -1,64 +1,14 @@
-"""The fault-injection suite's books: every scenario reports actions, lost, duplicated, DLQ,
-stranded (what `aicmo doctor` finds that nothing will move) and time, and the suite prints
-them as one table at the end (and writes var/chaos-report.md)."""
+"""The fault-injection suite's workers; its books (the ``ledger`` fixture) are in
+tests/support/books.py."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Book
-from tests.support.doctor import stranded
 from tests.support.processes import CeleryProcess, worker
-
-
-@dataclass
-class Ledger:
-    """What a scenario expected and what the effect ledger and the table say happened."""
-
-    scenario: str
-    actions: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    dlq: int = 0
-    refused: int = 0
-    stranded: int | None = None  # doctor's count once the scenario is over
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def settle(self, book: Book, ids: list[int], tag_prefix: str) -> None:
-        """Count lost (no effect row) and duplicated (more than one) for these actions."""
-        counts: dict[int, int] = dict.fromkeys(ids, 0)
-        for _, action_id, _ in book.effects(tag_prefix):
-            if action_id in counts:
-                counts[action_id] += 1
-        self.actions += len(ids)
-        self.lost += sum(1 for n in counts.values() if n == 0)
-        self.duplicated += sum(n - 1 for n in counts.values() if n > 1)
-
-    def census(self) -> list[str]:
-        """What doctor finds stranded now (the whole database, not only these ids)."""
-        found = stranded()
-        self.stranded = len(found)
-        return found
-
-
-_ledgers: list[Ledger] = []
-
-
-@pytest.fixture
-def ledger(request: pytest.FixtureRequest) -> Iterator[Ledger]:
-    entry = Ledger(request.node.name.removeprefix("test_"))
-    started = time.monotonic()
-    yield entry
-    entry.seconds = time.monotonic() - started
-    if entry.stranded is None:  # a scenario that did not take the census itself
-        entry.census()
-    _ledgers.append(entry)
 
 
 @pytest.fixture
@@ -74,25 +24,3 @@ def chaos_workers(log_dir: Path) -> Iterator[list[CeleryProcess]]:
     finally:
         for process in started:
             process.stop()
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _ledgers:
-        return
-    header = (
-        f"{'scenario':<48} {'actions':>8} {'lost':>5} {'dup':>5} {'DLQ':>5} "
-        f"{'refused':>8} {'stranded':>9} {'time s':>7}"
-    )
-    lines = [header, "-" * len(header)]
-    for e in _ledgers:
-        lines.append(
-            f"{e.scenario:<48} {e.actions:>8} {e.lost:>5} {e.duplicated:>5} {e.dlq:>5} "
-            f"{e.refused:>8} {e.stranded if e.stranded is not None else '-':>9} "
-            f"{e.seconds:>7.1f}"
-        )
-    terminalreporter.write_sep("=", "chaos: the books")
-    for line in lines:
-        terminalreporter.write_line(line)
-    report = ROOT / "var" / "chaos-report.md"
-    report.parent.mkdir(exist_ok=True)
-    report.write_text("```\n" + "\n".join(lines) + "\n```\n")

@@ -19,9 +19,9 @@ from aicmo.db import session_scope
 from aicmo.orchestration.dispatch import Dispatch, get_dispatcher
 from aicmo.orchestration.errors import AOLError, EnqueueError
 from aicmo.orchestration.queue import ActionQueue
-from tests.chaos.conftest import Ledger
 from tests.conftest import BackgroundSweeper, Book
 from tests.support import services
+from tests.support.books import Ledger
 from tests.support.processes import CeleryProcess, wait_for, worker
 
 pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("clean", "celery_app")]

@@ -22,7 +22,6 @@ import pytest
 
 from aicmo.cam.schedule import Cadence
 from aicmo.db import utcnow
-from tests.chaos.conftest import Ledger
 from tests.conftest import BackgroundSweeper, Book
 from tests.integration.test_beat import (
     MARGIN,
@@ -32,6 +31,7 @@ from tests.integration.test_beat import (
     start_together,
     wait_ticks_done,
 )
+from tests.support.books import Ledger
 
 pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("clean", "celery_app")]
 
