@@ -334,6 +334,7 @@ def test_a_direct_call_leaves_a_paused_type_alone(url: str, session: Session) ->
 
 
 def test_the_campaign_handlers_take_the_original_payloads(url: str, session: Session) -> None:
+    from aicmo.cam.clock import local_date
     from aicmo.orchestration.adapters.campaign_adapter import (
         handle_campaign_capture_leads,
         handle_campaign_fetch_metrics,
@@ -371,7 +372,8 @@ def test_the_campaign_handlers_take_the_original_payloads(url: str, session: Ses
     message = session.get(OutreachMessage, message_id, populate_existing=True)
     assert message is not None and message.publish_status == "PUBLISHED"
 
-    day = datetime.now(UTC).date().isoformat()
+    # The campaign's own day (Europe/Paris), not UTC's: they differ an hour each night.
+    day = local_date(datetime.now(UTC), "Europe/Paris").isoformat()
     metrics = ActionQueue.enqueue_action(
         session, "CAMPAIGN_FETCH_METRICS", {"campaign_id": cid, "date": day}, "m-1"
     )
