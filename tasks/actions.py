@@ -155,7 +155,7 @@ class ActionTask(Task):
 def register_action_tasks(app: Celery) -> dict[str, Task]:
     """Make the ``aol.<TYPE>`` task of every registered action type."""
     made: dict[str, Task] = {}
-    for spec in registry:
+    for spec in registry.specs():
 
         def run(self: ActionTask, action_id: int) -> dict[str, Any] | None:
             return ActionTask.run(self, action_id)
