@@ -15,9 +15,6 @@ from typing import Any
 
 from celery import Celery
 
-from aicmo.db import session_scope
-from aicmo.orchestration.purge import purge_finished
-
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +33,7 @@ def register_beat_tasks(app: Celery) -> None:
         # Imported on first run: a worker that never gets beat's fan-outs (every pool child
         # but one, most workers) never holds the campaign models.
         from aicmo.cam import schedule
+        from aicmo.db import session_scope
 
         now = schedule.ScheduleClock.from_settings().now()
         with session_scope() as session:
@@ -46,6 +44,7 @@ def register_beat_tasks(app: Celery) -> None:
     def schedule_daily_metrics() -> dict[str, Any]:
         """Enqueue CAMPAIGN_FETCH_METRICS for each live campaign's local days."""
         from aicmo.cam import schedule
+        from aicmo.db import session_scope
 
         clock = schedule.ScheduleClock.from_settings()
         now = clock.now()
@@ -56,4 +55,6 @@ def register_beat_tasks(app: Celery) -> None:
     @app.task(name="aol.purge", ignore_result=True, acks_late=False)
     def purge() -> dict[str, Any]:
         """Delete terminal actions (and their logs) older than AICMO_RETENTION_DAYS."""
+        from aicmo.orchestration.purge import purge_finished
+
         return purge_finished().as_dict()

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from aicmo.orchestration.artifacts import ArtifactWriter
 from aicmo.orchestration.errors import LeaseLost
-from aicmo.orchestration.models import AOLAction
+
+if TYPE_CHECKING:
+    # Not at run time: action modules import this module, and a worker's main process
+    # imports action modules, but only a handler that uses ``session`` needs the ORM.
+    from sqlalchemy.orm import Session
+
+    from aicmo.orchestration.models import AOLAction
 
 
 class ActionContext:
@@ -70,6 +73,10 @@ class ActionContext:
         if self._session_factory is None:
             yield self.session
             return
+        from sqlalchemy import select
+
+        from aicmo.orchestration.models import AOLAction
+
         with self._session_factory() as session, session.begin():
             held = session.execute(
                 select(AOLAction.id)
