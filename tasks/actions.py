@@ -39,11 +39,10 @@ _executors: dict[int, Executor] = {}
 
 
 def load_engine() -> None:
-    """Import the engine (executor, queue, SQLAlchemy): in a pool child, once, right after
-    the fork. The worker's main process never runs an action, so it never holds them."""
-    import aicmo.orchestration.executor
-    import aicmo.orchestration.handle
-    import aicmo.orchestration.queue  # noqa: F401
+    """Import the engine (the executor on SQLAlchemy Core and psycopg): in a pool child, once,
+    right after the fork. The worker's main process never runs an action, so it never holds
+    it; the ORM waits for a handler that uses ``ctx.session`` (or for an enqueue)."""
+    import aicmo.orchestration.executor  # noqa: F401
 
 
 def executor() -> Executor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aicmo.orchestration.artifacts import ArtifactWriter
@@ -16,6 +18,23 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from aicmo.orchestration.models import AOLAction
+
+
+@dataclass
+class RunningAction:
+    """The claimed row as the executor knows it, without the ORM: what a handler reads from
+    ``ctx.action`` (a direct call hands it the caller's :class:`AOLAction` instead)."""
+
+    id: int
+    idempotency_key: str
+    action_type: str
+    payload_json: dict[str, Any]
+    status: str
+    attempts: int
+    max_attempts: int
+    not_before_utc: datetime
+    created_at_utc: datetime
+    claimed_by: str | None
 
 
 class ActionContext:
@@ -32,7 +51,7 @@ class ActionContext:
 
     def __init__(
         self,
-        action: AOLAction,
+        action: AOLAction | RunningAction,
         proof_mode: bool,
         artifacts: ArtifactWriter,
         worker: str = "local",
