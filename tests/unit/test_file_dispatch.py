@@ -1,9 +1,12 @@
-"""The embedded default's fast publish must write exactly the message ``send_task`` would."""
+"""The embedded default's file transport: the fast publish writes exactly the message
+``send_task`` would, and taking messages keeps kombu's order across consumers."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import pytest
@@ -51,3 +54,28 @@ def test_file_envelope_equals_send_task_envelope(tmp_path: Path, countdown: floa
         slow["properties"], VOLATILE_PROPERTIES
     )
     assert (fast["headers"]["eta"] is None) == (slow["headers"]["eta"] is None) == (not countdown)
+
+
+def test_file_transport_takes_oldest_first_and_skips_what_another_consumer_took(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(broker_url="filesystem://", broker_dir=tmp_path / "broker")
+    app = Celery("file-take-test")
+    app.config_from_object(celery_config(settings))
+    with app.connection_for_write() as connection:
+        first, second = connection.channel(), connection.channel()
+        for n in range(4):
+            first._put("aol", {"n": n})
+            time.sleep(0.003)  # names order by millisecond, then at random
+        first._put("other", {"n": "other"})
+        assert first._get("aol") == {"n": 0}  # lists the folder, keeps the rest
+        assert second._get("aol") == {"n": 1}  # its own listing: 1, 2, 3
+        assert first._get("aol") == {"n": 2}  # 1 is gone: skipped
+        time.sleep(0.003)
+        first._put("aol", {"n": 4})
+        assert first._get("aol") == {"n": 3}
+        assert first._get("aol") == {"n": 4}  # listed again once used up
+        with pytest.raises(Empty):
+            second._get("aol")  # 2, 3 taken by the first: nothing left
+        assert second._get("other") == {"n": "other"}
+    assert sorted(p.name for p in (tmp_path / "broker" / "queue").iterdir()) == []
