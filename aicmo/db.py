@@ -2,6 +2,10 @@
 
 One engine per (URL, process): a forked Celery child must never reuse its parent's
 connections, so the cache is keyed by pid as well as by URL.
+
+The ORM (``Base``, sessions) is imported on first use (aicmo.orm_base): the worker's engine
+runs on SQLAlchemy Core and psycopg, and a pool child that only runs handlers which never
+touch ``ctx.session`` never loads it.
 """
 
 from __future__ import annotations
@@ -12,15 +16,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import JSON, Connection, DateTime, Engine, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from aicmo.config import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from aicmo.orm_base import Base  # noqa: F401  (typing of `from aicmo.db import Base`)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -33,8 +41,20 @@ NAMING_CONVENTION = {
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # the default of AICMO_SQLITE_BUSY_TIMEOUT_SECONDS
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+def __getattr__(name: str) -> Any:
+    # ``from aicmo.db import Base`` (every model module) loads the ORM then, not before.
+    if name == "Base":
+        from aicmo.orm_base import Base
+
+        return Base
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def new_session(bind: Engine | Connection, **options: Any) -> Session:
+    """An ORM session on ``bind`` (the ORM is imported here, on first use)."""
+    from sqlalchemy.orm import Session
+
+    return Session(bind, **options)
 
 
 def utcnow() -> datetime:
@@ -143,6 +163,8 @@ _factories: dict[Engine, sessionmaker[Session]] = {}
 
 
 def session_factory(url: str | None = None) -> sessionmaker[Session]:
+    from sqlalchemy.orm import sessionmaker
+
     engine = get_engine(url)
     factory = _factories.get(engine)
     if factory is None:
@@ -167,7 +189,7 @@ def db_now(bind: Engine | Any) -> datetime:
     PostgreSQL's ``now()``; SQLite runs in this process, on this host, so its clock is this
     host's (every process sharing an SQLite file shares one host clock).
     """
-    dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
+    dialect = bind.dialect if isinstance(bind, Engine | Connection) else bind.get_bind().dialect
     if dialect.name != "postgresql":
         return utcnow()
     if isinstance(bind, Engine):
@@ -191,7 +213,7 @@ def db_clock(session: Session | Connection) -> datetime:
     CLOCK_REFRESH_SECONDS, so a host whose clock is minutes off still writes due times and
     queued-at times on the database's clock. SQLite: this host's clock (see :func:`db_now`).
     """
-    bind = session.get_bind() if isinstance(session, Session) else session
+    bind = session if isinstance(session, Connection) else session.get_bind()
     if bind.dialect.name != "postgresql":
         return utcnow()
     key = str(bind.engine.url)

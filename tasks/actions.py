@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from celery import Celery, Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
@@ -23,10 +23,11 @@ from aicmo.orchestration.errors import (
     ActionRetrying,
     InvalidSchedule,
 )
-from aicmo.orchestration.executor import DatabaseUnavailable, Executor, OutcomeKind
-from aicmo.orchestration.handle import ActionHandle
-from aicmo.orchestration.queue import ActionQueue, publish_now
 from aicmo.orchestration.registry import ActionType, registry
+
+if TYPE_CHECKING:
+    from aicmo.orchestration.executor import Executor
+    from aicmo.orchestration.handle import ActionHandle
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,20 @@ _CALL_OPTIONS = {"countdown", "eta", "idempotency_key", "not_before"}
 _executors: dict[int, Executor] = {}
 
 
+def load_engine() -> None:
+    """Import the engine (the executor on SQLAlchemy Core and psycopg): in a pool child, once,
+    right after the fork. The worker's main process never runs an action, so it never holds
+    it; the ORM waits for a handler that uses ``ctx.session`` (or for an enqueue)."""
+    import aicmo.orchestration.executor  # noqa: F401
+
+
 def executor() -> Executor:
     """One per process: a forked pool child must not share its parent's."""
     pid = os.getpid()
     found = _executors.get(pid)
     if found is None:
+        from aicmo.orchestration.executor import Executor
+
         found = _executors[pid] = Executor(timeout_errors=(SoftTimeLimitExceeded,))
     return found
 
@@ -104,6 +114,9 @@ class ActionTask(Task):
         if len(args) > 1 or (args and fields):
             raise TypeError(f"{self.name}: pass the payload as one dict or as keyword arguments")
         payload = args[0] if args else fields
+        from aicmo.orchestration.handle import ActionHandle
+        from aicmo.orchestration.queue import ActionQueue
+
         enqueued = ActionQueue.enqueue(
             self.action_type, payload, options.get("idempotency_key"), _schedule(options)
         )
@@ -112,6 +125,8 @@ class ActionTask(Task):
         )
 
     def run(self, action_id: int) -> dict[str, Any] | None:
+        from aicmo.orchestration.executor import DatabaseUnavailable, OutcomeKind
+
         try:
             outcome = executor().run(int(action_id), self.action_type)
         except DatabaseUnavailable as exc:
@@ -148,6 +163,8 @@ class ActionTask(Task):
         if kind is OutcomeKind.NOT_DUE:
             delay = outcome.retry_in()
             if delay <= get_settings().dispatch_horizon_seconds:
+                from aicmo.orchestration.queue import publish_now
+
                 publish_now([Dispatch(action_id, self.action_type, delay)])
         return {"action_id": action_id, "status": kind.value, "detail": outcome.error}
 
@@ -155,7 +172,7 @@ class ActionTask(Task):
 def register_action_tasks(app: Celery) -> dict[str, Task]:
     """Make the ``aol.<TYPE>`` task of every registered action type."""
     made: dict[str, Task] = {}
-    for spec in registry:
+    for spec in registry.specs():
 
         def run(self: ActionTask, action_id: int) -> dict[str, Any] | None:
             return ActionTask.run(self, action_id)

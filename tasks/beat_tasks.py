@@ -15,10 +15,6 @@ from typing import Any
 
 from celery import Celery
 
-from aicmo.cam import schedule
-from aicmo.db import session_scope
-from aicmo.orchestration.purge import purge_finished
-
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +30,11 @@ def register_beat_tasks(app: Celery) -> None:
     @app.task(name="cam.schedule_ticks", ignore_result=True, acks_late=False)
     def schedule_ticks() -> dict[str, Any]:
         """Enqueue CAMPAIGN_TICK for every due slot of every ACTIVE campaign."""
+        # Imported on first run: a worker that never gets beat's fan-outs (every pool child
+        # but one, most workers) never holds the campaign models.
+        from aicmo.cam import schedule
+        from aicmo.db import session_scope
+
         now = schedule.ScheduleClock.from_settings().now()
         with session_scope() as session:
             enqueued = schedule.schedule_ticks(session, now)
@@ -42,6 +43,9 @@ def register_beat_tasks(app: Celery) -> None:
     @app.task(name="cam.schedule_daily_metrics", ignore_result=True, acks_late=False)
     def schedule_daily_metrics() -> dict[str, Any]:
         """Enqueue CAMPAIGN_FETCH_METRICS for each live campaign's local days."""
+        from aicmo.cam import schedule
+        from aicmo.db import session_scope
+
         clock = schedule.ScheduleClock.from_settings()
         now = clock.now()
         with session_scope() as session:
@@ -51,4 +55,6 @@ def register_beat_tasks(app: Celery) -> None:
     @app.task(name="aol.purge", ignore_result=True, acks_late=False)
     def purge() -> dict[str, Any]:
         """Delete terminal actions (and their logs) older than AICMO_RETENTION_DAYS."""
+        from aicmo.orchestration.purge import purge_finished
+
         return purge_finished().as_dict()

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 from celery import Celery
 from celery.signals import after_setup_logger, worker_init, worker_process_init
 
 import beat_schedule
 from aicmo.config import get_settings
-from aicmo.db import dispose_engines
 from aicmo.logging import configure_logging
 from aicmo.orchestration.dispatch import install_dispatcher
 from aicmo.orchestration.registry import registry
 from tasks import filesystem_transport
-from tasks.actions import register_action_tasks
+from tasks.actions import load_engine, register_action_tasks
 from tasks.beat_tasks import register_beat_tasks
 from tasks.config import celery_config
 from tasks.dispatcher import CeleryDispatcher
@@ -45,7 +45,12 @@ def _freeze_imports(**_: object) -> None:
 @worker_process_init.connect
 def _fresh_connections_in_child(**_: object) -> None:
     # A forked pool child inherits its parent's pooled connections; never share them.
-    dispose_engines()
+    if "aicmo.db" in sys.modules:
+        sys.modules["aicmo.db"].dispose_engines()
+    # The engine is the child's alone (the main process never runs an action): import it at
+    # the child's start rather than in its first action, and freeze it as the parent does.
+    load_engine()
+    gc.freeze()
 
 
 @after_setup_logger.connect

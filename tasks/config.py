@@ -44,7 +44,9 @@ def queue(name: str) -> Queue:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     # Beat's queue is among them, so a worker started without -Q consumes it too.
-    queues = sorted({DEFAULT_QUEUE, settings.beat_queue, *(spec.queue for spec in registry)})
+    queues = sorted(
+        {DEFAULT_QUEUE, settings.beat_queue, *(spec.queue for spec in registry.specs())}
+    )
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": broker_options(settings),

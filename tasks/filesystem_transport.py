@@ -7,7 +7,13 @@ JSON decoding error stops the worker (seen in about one demo run in ten, with a 
 retries while beat and the demo publish).
 
 Here a message is written to a hidden temporary name (which no consumer looks at) and then
-renamed into place, so a consumer only ever sees whole messages. ``install()`` makes
+renamed into place, so a consumer only ever sees whole messages.
+
+Taking a message, kombu lists and sorts the whole folder for every message it takes, so a
+backlog of n messages costs O(n log n) per message. Here one listing serves many takes: the
+names of a queue's messages are kept, oldest first, and taken one by one (a rename into a
+hidden name in the same folder, which fails harmlessly when another consumer took it first);
+the folder is listed again only when they are used up. ``install()`` makes
 ``filesystem://`` use it in this process; the Celery app (``tasks``) calls it, so every
 producer, worker and beat of the embedded default uses it.
 """
@@ -16,13 +22,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import deque
+from queue import Empty
 from time import monotonic
 from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem
-from kombu.utils.encoding import str_to_bytes
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
 
 ALIAS = "filesystem"
 TRANSPORT = f"{__name__}:Transport"
@@ -40,6 +48,46 @@ class Channel(filesystem.Channel):
             os.replace(temporary, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _get(self, queue: Any) -> Any:  # type: ignore[override]
+        """Take the oldest message of ``queue`` (kombu's order: by name, which starts with
+        the time it was written)."""
+        names = self._listed().setdefault(queue, deque())
+        if not names:
+            suffix = f".{queue}.msg"
+            names.extend(
+                sorted(
+                    name
+                    for name in os.listdir(self.data_folder_in)
+                    if name.endswith(suffix) and not name.startswith(".")
+                )
+            )
+        while names:
+            name = names.popleft()
+            source = os.path.join(self.data_folder_in, name)
+            taken = os.path.join(self.data_folder_in, f".{name}.{os.getpid()}.taken")
+            try:
+                os.rename(source, taken)
+            except OSError:
+                continue  # another consumer took it
+            try:
+                with open(taken, "rb") as message:
+                    payload = message.read()
+                if self.store_processed:
+                    os.replace(taken, os.path.join(self.processed_folder, name))
+                else:
+                    os.remove(taken)
+            except OSError as exc:
+                raise ChannelError(f"Cannot read file {taken!r} from queue.") from exc
+            return loads(bytes_to_str(payload))
+        raise Empty()
+
+    def _listed(self) -> dict[Any, deque[str]]:
+        listed: dict[Any, deque[str]] | None = getattr(self, "_aicmo_listed", None)
+        if listed is None:
+            listed = {}
+            self._aicmo_listed = listed
+        return listed
 
 
 class Transport(filesystem.Transport):

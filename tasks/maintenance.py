@@ -7,9 +7,6 @@ from typing import Any
 
 from celery import Celery
 
-from aicmo.orchestration.stats import SWEEP_HEARTBEAT, record_heartbeat
-from aicmo.orchestration.sweeper import Sweeper
-
 log = logging.getLogger(__name__)
 
 
@@ -17,6 +14,10 @@ def register_maintenance_tasks(app: Celery) -> None:
     @app.task(name="aol.sweep", ignore_result=True, acks_late=False)
     def sweep() -> dict[str, Any]:
         """Promote due actions, re-send lost messages, expire stale leases."""
+        # Imported on first run, in the pool child that runs it (see tasks.actions.load_engine).
+        from aicmo.orchestration.stats import SWEEP_HEARTBEAT, record_heartbeat
+        from aicmo.orchestration.sweeper import Sweeper
+
         report = Sweeper().sweep().as_dict()
         try:
             # What `aicmo health` reads as "beat last run": a sweep that actually ran.

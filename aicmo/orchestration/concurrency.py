@@ -32,7 +32,6 @@ from aicmo.config import get_settings
 from aicmo.db import UTCDateTime, utcnow
 from aicmo.orchestration import store as st
 from aicmo.orchestration.dispatch import Dispatch, Dispatcher
-from aicmo.orchestration.queue import publish_now
 from aicmo.orchestration.registry import ActionType
 from aicmo.orchestration.status import LogEvent
 
@@ -343,6 +342,8 @@ def _sqlite_wake(conn: Any, key: str, n: int) -> list[tuple[int, str]]:
 def _send(woken: list[tuple[int, str]], dispatcher: Dispatcher | None = None) -> None:
     if woken:
         items = [Dispatch(action_id, action_type) for action_id, action_type in woken]
+        from aicmo.orchestration.queue import publish_now  # the ORM; only when waking
+
         publish_now(items, dispatcher)
 
 

@@ -5,14 +5,36 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from aicmo.orchestration.artifacts import ArtifactWriter
 from aicmo.orchestration.errors import LeaseLost
-from aicmo.orchestration.models import AOLAction
+
+if TYPE_CHECKING:
+    # Not at run time: action modules import this module, and a worker's main process
+    # imports action modules, but only a handler that uses ``session`` needs the ORM.
+    from sqlalchemy.orm import Session
+
+    from aicmo.orchestration.models import AOLAction
+
+
+@dataclass
+class RunningAction:
+    """The claimed row as the executor knows it, without the ORM: what a handler reads from
+    ``ctx.action`` (a direct call hands it the caller's :class:`AOLAction` instead)."""
+
+    id: int
+    idempotency_key: str
+    action_type: str
+    payload_json: dict[str, Any]
+    status: str
+    attempts: int
+    max_attempts: int
+    not_before_utc: datetime
+    created_at_utc: datetime
+    claimed_by: str | None
 
 
 class ActionContext:
@@ -29,7 +51,7 @@ class ActionContext:
 
     def __init__(
         self,
-        action: AOLAction,
+        action: AOLAction | RunningAction,
         proof_mode: bool,
         artifacts: ArtifactWriter,
         worker: str = "local",
@@ -70,6 +92,10 @@ class ActionContext:
         if self._session_factory is None:
             yield self.session
             return
+        from sqlalchemy import select
+
+        from aicmo.orchestration.models import AOLAction
+
         with self._session_factory() as session, session.begin():
             held = session.execute(
                 select(AOLAction.id)

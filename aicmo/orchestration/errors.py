@@ -8,6 +8,20 @@ raises that is not a :class:`PermanentError` counts as transient.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+def format_validation_error(error: ValidationError) -> list[str]:
+    """A pydantic error as one line per problem: ``field.path: message``."""
+    problems = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "payload"
+        problems.append(f"{where}: {item['msg']}")
+    return problems
+
 
 class AOLError(Exception):
     """Base of every aicmo orchestration error."""

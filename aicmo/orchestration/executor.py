@@ -24,25 +24,31 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
 
 from aicmo.config import Settings, get_settings
-from aicmo.db import db_now, get_engine, utcnow
+from aicmo.db import db_now, get_engine, new_session, utcnow
 from aicmo.orchestration import concurrency
 from aicmo.orchestration.artifacts import ArtifactWriter, artifact_fields
-from aicmo.orchestration.context import ActionContext
-from aicmo.orchestration.errors import Deferred, LeaseLost, PermanentError, TransientError
-from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
-from aicmo.orchestration.queue import format_validation_error
+from aicmo.orchestration.context import ActionContext, RunningAction
+from aicmo.orchestration.errors import (
+    Deferred,
+    LeaseLost,
+    PermanentError,
+    TransientError,
+    format_validation_error,
+)
 from aicmo.orchestration.redaction import redact
 from aicmo.orchestration.registry import ActionType, registry
 from aicmo.orchestration.status import CLAIMABLE_STATUSES, ActionStatus, LogEvent
 from aicmo.orchestration.store import ActionStore, Claimed, StoreUnavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +161,7 @@ class Executor:
         claimed = self._claim(action_id, spec, token, reclaim=unanswered is not None)
         if isinstance(claimed, Outcome):
             return claimed
-        action = AOLAction(
+        action = RunningAction(
             id=claimed.id,
             idempotency_key=claimed.idempotency_key,
             action_type=spec.name,
@@ -180,7 +186,7 @@ class Executor:
 
     def _execute(
         self,
-        action: AOLAction,
+        action: RunningAction,
         claimed: Claimed,
         spec: ActionType,
         token: str,
@@ -245,7 +251,7 @@ class Executor:
                     },
                 )
             return claimed
-        with Session(self._engine()) as session, session.begin():
+        with new_session(self._engine()) as session, session.begin():
             return self._why_not_claimed(session, action_id, spec, db_now(session))
 
     def _claim_keyed(
@@ -280,7 +286,7 @@ class Executor:
                 extra={"action_id": action_id, "event": "WAITING"},
             )
             return Outcome(OutcomeKind.WAITING, action_id, spec.name, error=keyed.key)
-        with Session(self._engine()) as session, session.begin():
+        with new_session(self._engine()) as session, session.begin():
             return self._why_not_claimed(session, action_id, spec, db_now(session))
 
     def _remember_unanswered(self, action_id: int, token: str) -> None:
@@ -292,6 +298,8 @@ class Executor:
     def _why_not_claimed(
         self, session: Session, action_id: int, spec: ActionType, now: datetime
     ) -> Outcome:
+        from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
+
         found = session.execute(
             select(AOLAction.status, AOLAction.not_before_utc, AOLAction.action_type).where(
                 AOLAction.id == action_id
@@ -352,7 +360,7 @@ class Executor:
 
     def _run_handler(
         self,
-        action: AOLAction,
+        action: RunningAction,
         claimed: Claimed,
         spec: ActionType,
         token: str,
@@ -366,7 +374,7 @@ class Executor:
             proof_mode=self.settings.proof_mode,
             artifacts=artifacts,
             worker=token,
-            session_factory=lambda: Session(engine, expire_on_commit=False),
+            session_factory=lambda: new_session(engine, expire_on_commit=False),
         )
         try:
             result = _jsonable(spec.handler(ctx, payload))
@@ -418,7 +426,7 @@ class Executor:
 
     def _record_failure(
         self,
-        action: AOLAction,
+        action: RunningAction,
         claimed: Claimed,
         spec: ActionType,
         token: str,
@@ -492,9 +500,11 @@ class Executor:
             exception=exc,
         )
 
-    def _lease_lost(self, action: AOLAction, token: str, started: float) -> Outcome:
+    def _lease_lost(self, action: RunningAction, token: str, started: float) -> Outcome:
         error = "lease lost: the claim expired before the run finished; its writes were discarded"
-        with Session(self._engine()) as session, session.begin():
+        from aicmo.orchestration.models import AOLExecutionLog
+
+        with new_session(self._engine()) as session, session.begin():
             session.execute(
                 insert(AOLExecutionLog).values(
                     action_id=action.id,

@@ -31,6 +31,7 @@ from aicmo.orchestration.errors import (
     InvalidPayload,
     InvalidSchedule,
     PayloadTooLarge,
+    format_validation_error,
 )
 from aicmo.orchestration.models import AOLAction
 from aicmo.orchestration.registry import ActionType, registry
@@ -43,14 +44,6 @@ MAX_KEY_LENGTH = 255
 
 
 # -- validation ----------------------------------------------------------------------------
-
-
-def format_validation_error(error: ValidationError) -> list[str]:
-    problems = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "payload"
-        problems.append(f"{where}: {item['msg']}")
-    return problems
 
 
 def _too_deep(value: Any, limit: int) -> str | None:

@@ -50,6 +50,23 @@ _PATTERNS = [
 ]
 
 
+# Every pattern above needs one of these (lower-cased) in the text: a line with none of them,
+# the usual log line ("action 12 T_NOOP succeeded ..."), skips the seven regular expressions.
+_TRIGGERS = (
+    "://",
+    "bearer",
+    "basic",
+    "key",
+    "pass",
+    "secret",
+    "token",
+    "sk-",
+    "[parameters: ",
+    "detail:",
+    "failing row contains",
+)
+
+
 def register_secret(value: str | None) -> None:
     if value and len(value) >= _MIN_SECRET_LENGTH:
         with _lock:
@@ -64,6 +81,9 @@ def redact(text: str) -> str:
     for secret in known:
         if secret in text:
             text = text.replace(secret, MASK)
+    lowered = text.lower()
+    if not any(trigger in lowered for trigger in _TRIGGERS):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -5,6 +5,13 @@ time limits and its queue. The Celery layer (``tasks/``) turns every entry into 
 ``aol.<TYPE>``; the queue validates enqueues against it. The registry never imports the
 modules that fill it: it imports the modules named by ``AICMO_ACTION_MODULES`` on first use,
 as Celery does with ``imports``.
+
+A module may also *declare* a type (:meth:`ActionRegistry.declare`): its name, queue, limits
+and retry policy, and the module that holds its handler and payload model. A worker builds
+its tasks from declarations alone (:meth:`ActionRegistry.specs`) and imports a handler's
+module, with everything that module needs (campaign code, gateways, the ORM), only when an
+action of that type first runs or is enqueued: a worker that never runs a campaign action
+never pays the memory for campaign code, in its main process or in any pool child.
 """
 
 from __future__ import annotations
@@ -59,10 +66,7 @@ class ActionType:
     concurrency: Concurrency | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or not self.name.replace("_", "").isalnum() or not self.name.isupper():
-            raise ValueError(f"action type names are UPPER_SNAKE_CASE, got {self.name!r}")
-        if self.soft_time_limit >= self.time_limit:
-            raise ValueError(f"{self.name}: soft_time_limit must be below time_limit")
+        _check_name_and_limits(self.name, self.soft_time_limit, self.time_limit)
 
     @property
     def task_name(self) -> str:
@@ -74,9 +78,41 @@ class ActionType:
         return self.time_limit + get_settings().lease_margin_seconds
 
 
+@dataclass(frozen=True)
+class Declared:
+    """A type's metadata without its handler: what a worker needs to make the type's task
+    (and the sweeper to route it). ``module`` registers the handler when imported."""
+
+    name: str
+    module: str
+    retry: RetryPolicy = field(default_factory=RetryPolicy.from_settings)
+    soft_time_limit: float = 240.0
+    time_limit: float = 300.0
+    queue: str = DEFAULT_QUEUE
+    concurrency: Concurrency | None = None
+
+    def __post_init__(self) -> None:
+        _check_name_and_limits(self.name, self.soft_time_limit, self.time_limit)
+
+    @property
+    def task_name(self) -> str:
+        return TASK_NAME_PREFIX + self.name
+
+
+def _check_name_and_limits(name: str, soft_time_limit: float, time_limit: float) -> None:
+    if not name or not name.replace("_", "").isalnum() or not name.isupper():
+        raise ValueError(f"action type names are UPPER_SNAKE_CASE, got {name!r}")
+    if soft_time_limit >= time_limit:
+        raise ValueError(f"{name}: soft_time_limit must be below time_limit")
+
+
+ActionSpec = ActionType | Declared
+
+
 class ActionRegistry:
     def __init__(self) -> None:
         self._types: dict[str, ActionType] = {}
+        self._declared: dict[str, Declared] = {}
         self._autoloaded = False
         self._lock = threading.Lock()
 
@@ -87,18 +123,67 @@ class ActionRegistry:
         self._types[action_type.name] = action_type
         return action_type
 
+    def declare(
+        self,
+        name: str,
+        module: str,
+        *,
+        retry: RetryPolicy | None = None,
+        soft_time_limit: float = 240.0,
+        time_limit: float = 300.0,
+        queue: str = DEFAULT_QUEUE,
+        concurrency: Concurrency | None = None,
+    ) -> Declared:
+        """Declare a type whose handler ``module`` registers (with ``@registry.action(name,
+        payload=...)``, which takes these values) when the type is first needed."""
+        declared = Declared(
+            name=name,
+            module=module,
+            retry=retry or RetryPolicy.from_settings(),
+            soft_time_limit=soft_time_limit,
+            time_limit=time_limit,
+            queue=queue,
+            concurrency=concurrency,
+        )
+        existing = self._declared.get(name)
+        if existing is not None and existing != declared:
+            raise ValueError(f"action type {name} is already declared differently")
+        self._declared[name] = declared
+        return declared
+
+    def _load(self, name: str) -> ActionType | None:
+        declared = self._declared.get(name)
+        if declared is None:
+            return None
+        importlib.import_module(declared.module)
+        found = self._types.get(name)
+        if found is None:
+            raise ValueError(f"module {declared.module} declares {name} but registers no handler")
+        return found
+
     def action(
         self,
         name: str,
         *,
         payload: type[BaseModel],
         retry: RetryPolicy | None = None,
-        soft_time_limit: float = 240.0,
-        time_limit: float = 300.0,
-        queue: str = DEFAULT_QUEUE,
+        soft_time_limit: float | None = None,
+        time_limit: float | None = None,
+        queue: str | None = None,
         concurrency: Concurrency | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Decorator form: ``@registry.action("POST_SOCIAL", payload=PostSocialPayload)``."""
+        """Decorator form: ``@registry.action("POST_SOCIAL", payload=PostSocialPayload)``.
+
+        A declared type (:meth:`declare`) takes its retry policy, limits, queue and
+        concurrency from the declaration; giving them here as well is an error."""
+        declared = self._declared.get(name)
+        if declared is not None:
+            given = [retry, soft_time_limit, time_limit, queue, concurrency]
+            if any(value is not None for value in given):
+                raise ValueError(f"{name} is declared: its limits and policy live there only")
+            retry, concurrency = declared.retry, declared.concurrency
+            soft_time_limit, time_limit = declared.soft_time_limit, declared.time_limit
+            queue = declared.queue
 
         def decorate(handler: Handler) -> Handler:
             self.register(
@@ -107,9 +192,9 @@ class ActionRegistry:
                     payload_model=payload,
                     handler=handler,
                     retry=retry or RetryPolicy.from_settings(),
-                    soft_time_limit=soft_time_limit,
-                    time_limit=time_limit,
-                    queue=queue,
+                    soft_time_limit=240.0 if soft_time_limit is None else soft_time_limit,
+                    time_limit=300.0 if time_limit is None else time_limit,
+                    queue=queue or DEFAULT_QUEUE,
                     description=(handler.__doc__ or "").strip().split("\n")[0],
                     concurrency=concurrency,
                 )
@@ -128,25 +213,31 @@ class ActionRegistry:
             importlib.import_module(module)
 
     def get(self, name: str) -> ActionType:
+        """The type with its handler and payload model (importing its module if declared)."""
         found = self._types.get(name)
         if found is None:
             self.autoload()
-            found = self._types.get(name)
+            found = self._types.get(name) or self._load(name)
         if found is None:
-            raise UnknownActionType(name, list(self._types))
+            raise UnknownActionType(name, self.names())
         return found
 
     def names(self) -> list[str]:
         self.autoload()
-        return sorted(self._types)
+        return sorted({*self._types, *self._declared})
+
+    def specs(self) -> list[ActionSpec]:
+        """Every type's metadata (name, queue, limits), importing no handler module."""
+        self.autoload()
+        return [self._types.get(name) or self._declared[name] for name in self.names()]
 
     def __iter__(self) -> Iterator[ActionType]:
-        self.autoload()
-        return iter(sorted(self._types.values(), key=lambda t: t.name))
+        """Every type with its handler: imports every declared module."""
+        return iter([self.get(name) for name in self.names()])
 
     def __contains__(self, name: object) -> bool:
         self.autoload()
-        return name in self._types
+        return name in self._types or name in self._declared
 
 
 registry = ActionRegistry()

@@ -358,7 +358,7 @@ class Sweeper:
         quiet_cutoff = now - timedelta(seconds=grace)
         busy_cutoff = now - timedelta(seconds=grace * self.settings.resend_backlog_factor)
         queues: dict[str, list[str]] = defaultdict(list)
-        for spec in registry:
+        for spec in registry.specs():
             if not exclude_types or spec.name not in exclude_types:
                 queues[spec.queue].append(spec.name)
         total = 0

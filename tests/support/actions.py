@@ -10,12 +10,20 @@ import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import text
 
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.errors import PermanentError, TransientError
 from aicmo.orchestration.registry import Concurrency, registry
 from aicmo.orchestration.retry import RetryPolicy
+
+
+def text(statement: str) -> Any:
+    # SQLAlchemy on first use, as aicmo's own action modules do: a worker's main process
+    # imports this module and never runs a handler.
+    from sqlalchemy import text as sql_text
+
+    return sql_text(statement)
+
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, factor=2.0, max_delay=2.0, jitter=0.0)
 

@@ -32,7 +32,6 @@ from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.direct import run_direct
 from aicmo.orchestration.errors import PermanentError, RealRunUnconfigured
 from aicmo.orchestration.registry import registry
-from aicmo.orchestration.retry import RetryPolicy
 
 __all__ = [
     "CampaignCaptureLeadsPayload",
@@ -102,9 +101,6 @@ class CampaignCaptureLeadsPayload(BaseModel):
 @registry.action(
     keys.TICK,
     payload=CampaignTickPayload,
-    retry=RetryPolicy(max_attempts=3, base_delay=10, max_delay=120),
-    soft_time_limit=240,
-    time_limit=300,
 )
 def campaign_tick(ctx: ActionContext, payload: CampaignTickPayload) -> dict[str, Any]:
     """Run one tick of a campaign: draft due steps, queue approved messages."""
@@ -127,9 +123,6 @@ def campaign_tick(ctx: ActionContext, payload: CampaignTickPayload) -> dict[str,
 @registry.action(
     keys.PUBLISH,
     payload=CampaignPublishPayload,
-    retry=RetryPolicy(max_attempts=6, base_delay=10, max_delay=1800),
-    soft_time_limit=60,
-    time_limit=90,
 )
 def campaign_publish(ctx: ActionContext, payload: CampaignPublishPayload) -> dict[str, Any]:
     """Publish one APPROVED outreach message (the review gate).
@@ -224,9 +217,6 @@ def _posts_of(ids: list[str]) -> Callable[[int, dt.date], list[str]]:
 @registry.action(
     keys.FETCH_METRICS,
     payload=CampaignFetchMetricsPayload,
-    retry=RetryPolicy(max_attempts=5, base_delay=30, max_delay=1800),
-    soft_time_limit=120,
-    time_limit=150,
 )
 def campaign_fetch_metrics(
     ctx: ActionContext, payload: CampaignFetchMetricsPayload
@@ -301,9 +291,6 @@ def campaign_fetch_metrics(
 @registry.action(
     keys.CAPTURE_LEADS,
     payload=CampaignCaptureLeadsPayload,
-    retry=RetryPolicy(max_attempts=5, base_delay=5, max_delay=600),
-    soft_time_limit=120,
-    time_limit=150,
 )
 def campaign_capture_leads(
     ctx: ActionContext, payload: CampaignCaptureLeadsPayload

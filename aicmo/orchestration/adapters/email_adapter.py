@@ -10,7 +10,6 @@ from aicmo.gateways.factory import default_sender, email_sender
 from aicmo.gateways.ports import OutgoingEmail
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.registry import registry
-from aicmo.orchestration.retry import RetryPolicy
 
 # Deliberately simple: the provider is the real judge of an address; this catches typos.
 EmailAddress = Annotated[
@@ -36,9 +35,6 @@ class SendEmailPayload(BaseModel):
 @registry.action(
     "SEND_EMAIL",
     payload=SendEmailPayload,
-    retry=RetryPolicy(max_attempts=6, base_delay=10, max_delay=1800),
-    soft_time_limit=60,
-    time_limit=90,
 )
 def send_email(ctx: ActionContext, payload: SendEmailPayload) -> dict[str, Any]:
     """Send one email."""

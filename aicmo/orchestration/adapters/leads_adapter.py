@@ -24,7 +24,6 @@ from aicmo.gateways.leads import lead_source
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.errors import PermanentError
 from aicmo.orchestration.registry import registry
-from aicmo.orchestration.retry import RetryPolicy
 
 __all__ = ["FetchLeadsPayload", "fetch_leads"]
 
@@ -87,9 +86,6 @@ def event_id(campaign_id: int, leads: list[dict[str, Any]]) -> str:
 @registry.action(
     keys.FETCH_LEADS,
     payload=FetchLeadsPayload,
-    retry=RetryPolicy(max_attempts=4, base_delay=30, max_delay=900),
-    soft_time_limit=240,
-    time_limit=300,
 )
 def fetch_leads(ctx: ActionContext, payload: FetchLeadsPayload) -> dict[str, Any]:
     """Pull leads from a source and enqueue their capture in batches."""

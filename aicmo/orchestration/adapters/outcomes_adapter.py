@@ -9,7 +9,6 @@ from aicmo.cam.outcomes import events
 from aicmo.db import utcnow
 from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.registry import registry
-from aicmo.orchestration.retry import RetryPolicy
 
 __all__ = ["email_event"]
 
@@ -17,9 +16,6 @@ __all__ = ["email_event"]
 @registry.action(
     events.ACTION_TYPE,
     payload=events.EmailEventPayload,
-    retry=RetryPolicy(max_attempts=8, base_delay=5, max_delay=600),
-    soft_time_limit=30,
-    time_limit=45,
 )
 def email_event(ctx: ActionContext, payload: events.EmailEventPayload) -> dict[str, Any]:
     """Record a provider's email event once and act on it (suppress, count, brake)."""

@@ -24,7 +24,6 @@ from aicmo.orchestration.context import ActionContext
 from aicmo.orchestration.direct import run_direct
 from aicmo.orchestration.errors import RealRunUnconfigured
 from aicmo.orchestration.registry import registry
-from aicmo.orchestration.retry import RetryPolicy
 
 __all__ = [
     "PostSocialPayload",
@@ -91,9 +90,6 @@ class PostSocialPayload(BaseModel):
 @registry.action(
     "POST_SOCIAL",
     payload=PostSocialPayload,
-    retry=RetryPolicy(max_attempts=5, base_delay=5, max_delay=900),
-    soft_time_limit=60,
-    time_limit=90,
 )
 def post_social(ctx: ActionContext, payload: PostSocialPayload) -> dict[str, Any]:
     """Post content to a social platform."""
