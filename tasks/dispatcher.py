@@ -36,7 +36,10 @@ class CeleryDispatcher:
     def publish(self, items: Sequence[Dispatch]) -> None:
         if not items:
             return
-        if self.fast_path and self.app.conf.broker_url.startswith(("redis://", "rediss://")):
+        # Sentinel too: its channel's client is a plain Redis client of the current primary.
+        if self.fast_path and self.app.conf.broker_url.startswith(
+            ("redis://", "rediss://", "sentinel://")
+        ):
             try:
                 self._publish_pipelined(items)
                 return
