@@ -106,6 +106,20 @@ class PgBouncer:
                     raise RuntimeError(f"pgbouncer did not answer:\n{self.log()}") from None
                 time.sleep(0.05)
 
+    def warm(self, database: str, sessions: int = 3) -> None:
+        """Make PgBouncer open ``sessions`` server connections to ``database`` now (three
+        clients in a transaction at once), so round robin has sessions to rotate over."""
+        url = self.url(database, "postgresql")
+        clients = [psycopg.connect(url) for _ in range(sessions)]
+        try:
+            for client in clients:
+                client.execute("SELECT 1")  # each holds its server session: a transaction
+            for client in clients:
+                client.commit()  # a session left in a transaction would be closed, not pooled
+        finally:
+            for client in clients:
+                client.close()
+
     def kill(self) -> None:
         """SIGKILL: every client and server connection is cut mid-whatever."""
         if self.proc is None or self.proc.poll() is not None:
