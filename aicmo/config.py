@@ -219,16 +219,22 @@ class Settings(BaseSettings):
             ("redis://", "rediss://", "unix://")
         )
 
+    @field_validator("broker_master_name", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # compose passes an unset variable as "": no master name, not a blank one.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _check_broker(self) -> Settings:
         # Never echo the URL: it may carry the primary's password.
         sentinel_urls = [self.broker_url, self.rate_limit_url or ""]
-        if any(url.startswith("sentinel://") for url in sentinel_urls):
-            if not self.broker_master_name:
-                raise ValueError(
-                    "a sentinel:// URL needs AICMO_BROKER_MASTER_NAME (the name the sentinels "
-                    "monitor the primary under)"
-                )
+        sentinel = any(url.startswith("sentinel://") for url in sentinel_urls)
+        if sentinel and not self.broker_master_name:
+            raise ValueError(
+                "a sentinel:// URL needs AICMO_BROKER_MASTER_NAME (the name the sentinels "
+                "monitor the primary under)"
+            )
         if self.is_sentinel_broker:
             for part in self.broker_url.split(";"):
                 if not part.strip().startswith("sentinel://"):

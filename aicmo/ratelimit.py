@@ -35,8 +35,8 @@ from typing import Any, Protocol
 import redis
 
 from aicmo.config import Settings, get_settings
-from aicmo.redis_client import redis_from_url
 from aicmo.orchestration.errors import Deferred, TransientError
+from aicmo.redis_client import redis_from_url
 
 log = logging.getLogger(__name__)
 

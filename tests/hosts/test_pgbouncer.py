@@ -24,7 +24,7 @@ from aicmo.db import pooler_connect_args
 from aicmo.orchestration.store import ActionStore
 from tests.conftest import Book
 from tests.support.books import Ledger
-from tests.support.load_producer import Producer, action_ids, repeat_runs
+from tests.support.load_producer import Producer, action_ids, repeat_runs, start_together
 from tests.support.pgbouncer import PgBouncer
 from tests.support.processes import ROOT, CeleryProcess, beat, wait_for, worker
 
@@ -133,12 +133,11 @@ def test_5_pgbouncer_restarted_mid_run(
     processes: list[CeleryProcess] = []
     producer: Producer | None = None
     try:
-        for _ in range(2):
-            processes.append(worker(log_dir, concurrency=1, env=env, extra=["-Q", "isolated"]))
-            processes[-1].start()
-        processes.append(worker(log_dir, concurrency=1, env=env, extra=["-Q", "aol.beat"]))
-        processes[-1].start()
-        processes.append(beat(log_dir, env=env).start())
+        # Beat's sweeps run on the same workers (every worker consumes beat's queue).
+        queues = ["-Q", "isolated,aol.beat"]
+        processes += [worker(log_dir, concurrency=1, env=env, extra=queues) for _ in range(2)]
+        processes.append(beat(log_dir, env=env))
+        start_together(processes)
         producer = Producer(log_dir, "bouncer", N, env, batch=20, pause=0.1, sleep=0)
         started = time.monotonic()
 

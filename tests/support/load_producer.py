@@ -21,6 +21,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from tests.support.processes import CeleryProcess, wait_for
+
 log = logging.getLogger("load_producer")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +61,18 @@ class Producer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+def start_together(processes: list[CeleryProcess], timeout: float = 90.0) -> None:
+    """Start every process at once, then wait for each to be ready: on two busy cores,
+    one after another costs several seconds each."""
+    markers = [p.ready_marker for p in processes]
+    for process in processes:
+        process.ready_marker = None
+        process.start()
+    for process, marker in zip(processes, markers, strict=True):
+        process.ready_marker = marker
+        wait_for(process._ready, timeout, message=f"{process.name} to be ready")
 
 
 def action_ids(database_url: str, tag: str) -> list[int]:

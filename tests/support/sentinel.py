@@ -114,8 +114,10 @@ class SentinelGroup:
         for port in self.sentinel_ports:
             sentinel = self.client(port)
             _wait(
-                lambda s=sentinel: len(s.sentinel_sentinels(MASTER_NAME)) == 2
-                and len(s.sentinel_slaves(MASTER_NAME)) == 1,
+                lambda s=sentinel: (
+                    len(s.sentinel_sentinels(MASTER_NAME)) == 2
+                    and len(s.sentinel_slaves(MASTER_NAME)) == 1
+                ),
                 timeout,
                 f"sentinel {port} to see its peers and the replica",
             )
@@ -139,12 +141,14 @@ class SentinelGroup:
         started = time.monotonic()
         replica = self.client(self.replica_port)
         _wait(
-            lambda: all(
-                int(self.client(p).sentinel_get_master_addr_by_name(MASTER_NAME)[1])
-                == self.replica_port
-                for p in self.sentinel_ports
-            )
-            and replica.info("replication")["role"] == "master",
+            lambda: (
+                all(
+                    int(self.client(p).sentinel_get_master_addr_by_name(MASTER_NAME)[1])
+                    == self.replica_port
+                    for p in self.sentinel_ports
+                )
+                and replica.info("replication")["role"] == "master"
+            ),
             timeout,
             "the sentinels to promote the replica",
         )
