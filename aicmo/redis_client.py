@@ -56,7 +56,7 @@ def redis_from_url(
     if not master_name:
         raise ValueError("a sentinel:// URL needs a master name (AICMO_BROKER_MASTER_NAME)")
     parsed = SentinelURL(url)
-    sentinel_kwargs = {
+    sentinel_kwargs: dict[str, Any] = {
         key: options[key] for key in ("socket_timeout", "socket_connect_timeout") if key in options
     }
     if sentinel_password:
