@@ -24,7 +24,13 @@ from aicmo.db import pooler_connect_args
 from aicmo.orchestration.store import ActionStore
 from tests.conftest import Book
 from tests.support.books import Ledger
-from tests.support.load_producer import Producer, action_ids, repeat_runs, start_together
+from tests.support.load_producer import (
+    Producer,
+    action_ids,
+    repeat_runs,
+    settle_or_explain,
+    start_together,
+)
 from tests.support.pgbouncer import PgBouncer
 from tests.support.processes import ROOT, CeleryProcess, beat, wait_for, worker
 
@@ -159,7 +165,7 @@ def test_5_pgbouncer_restarted_mid_run(
 
         ids = action_ids(database_url, "bouncer")
         assert len(ids) == N, f"{N - len(ids)} enqueues lost"
-        book.wait_all(ids, "SUCCESS", timeout=60)
+        settle_or_explain(book, ids, processes)
         ledger.settle(book, ids, "bouncer")
         repeats = repeat_runs(database_url, ids)
         ledger.notes.append(

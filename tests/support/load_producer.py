@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -73,6 +74,20 @@ def start_together(processes: list[CeleryProcess], timeout: float = 90.0) -> Non
     for process, marker in zip(processes, markers, strict=True):
         process.ready_marker = marker
         wait_for(process._ready, timeout, message=f"{process.name} to be ready")
+
+
+def settle_or_explain(
+    book: Any, ids: list[int], processes: list[CeleryProcess], timeout: float = 75.0
+) -> None:
+    """Wait for every action to be SUCCESS; if they are not, say what each process was doing
+    last (a worker that never came back to the broker shows here)."""
+    try:
+        book.wait_all(ids, "SUCCESS", timeout=timeout)
+    except AssertionError as exc:
+        tails = "\n".join(
+            f"--- {p.name}\n" + "\n".join(p.log().splitlines()[-15:]) for p in processes
+        )
+        raise AssertionError(f"{exc}\n{tails}") from None
 
 
 def action_ids(database_url: str, tag: str) -> list[int]:
