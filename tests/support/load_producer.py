@@ -84,10 +84,15 @@ def settle_or_explain(
     try:
         book.wait_all(ids, "SUCCESS", timeout=timeout)
     except AssertionError as exc:
+        # Every log kept where CI can pick it up (the run's temporary folder goes at exit).
+        kept = ROOT / "var" / "hosts-logs" / time.strftime("%Y%m%dT%H%M%S")
+        kept.mkdir(parents=True, exist_ok=True)
+        for p in processes:
+            (kept / p.log_path.name).write_text(p.log())
         tails = "\n".join(
             f"--- {p.name}\n" + "\n".join(p.log().splitlines()[-15:]) for p in processes
         )
-        raise AssertionError(f"{exc}\n{tails}") from None
+        raise AssertionError(f"{exc}\nlogs kept in {kept}\n{tails}") from None
 
 
 def action_ids(database_url: str, tag: str) -> list[int]:
