@@ -56,7 +56,21 @@ class Settings(BaseSettings):
     )
     broker_url: str = Field(
         default="filesystem://",
-        description="Celery broker; redis://host:6379/0 in production.",
+        description="Celery broker; redis://host:6379/0 in production, or Redis Sentinel: "
+        "sentinel://host1:26379;sentinel://host2:26379;sentinel://host3:26379 (a "
+        "/db number on the first) with AICMO_BROKER_MASTER_NAME.",
+    )
+    broker_master_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Sentinel only: the name the sentinels monitor the Redis primary under "
+        "(`sentinel monitor <name> ...`). Workers, producers, beat and the rate limits ask "
+        "the sentinels for the current primary under this name and follow a failover.",
+    )
+    broker_sentinel_password: SecretStr | None = Field(
+        default=None,
+        description="Sentinel only: the sentinels' own password (requirepass of the sentinel "
+        "processes); the Redis primary's password goes in the URL as usual.",
     )
     broker_dir: Path = Field(
         default=Path("var/broker"),
@@ -78,6 +92,14 @@ class Settings(BaseSettings):
         gt=0,
         description="SQLite only: how long a writer waits for another's write lock before "
         "'database is locked'. No transaction is held across I/O, so waits stay short.",
+    )
+    database_pooler: Literal["none", "transaction"] = Field(
+        default="none",
+        description="'transaction': AICMO_DATABASE_URL points at PgBouncer in transaction "
+        "pooling, where consecutive transactions of one client may run on different server "
+        "connections. psycopg then never prepares statements (PgBouncer before 1.21 cannot "
+        "route them); the engine keeps no other session state (no SET, advisory locks, "
+        "LISTEN, temp tables or server-side cursors).",
     )
     database_pre_ping: bool = Field(
         default=False,
@@ -186,12 +208,49 @@ class Settings(BaseSettings):
     def is_filesystem_broker(self) -> bool:
         return self.broker_url.startswith("filesystem")
 
+    @property
+    def is_sentinel_broker(self) -> bool:
+        return self.broker_url.startswith("sentinel://")
+
+    @property
+    def is_redis_broker(self) -> bool:
+        """Redis in any form: plain, TLS, a socket, or found through Sentinel."""
+        return self.is_sentinel_broker or self.broker_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        )
+
+    @field_validator("broker_master_name", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # compose passes an unset variable as "": no master name, not a blank one.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_broker(self) -> Settings:
+        # Never echo the URL: it may carry the primary's password.
+        sentinel_urls = [self.broker_url, self.rate_limit_url or ""]
+        sentinel = any(url.startswith("sentinel://") for url in sentinel_urls)
+        if sentinel and not self.broker_master_name:
+            raise ValueError(
+                "a sentinel:// URL needs AICMO_BROKER_MASTER_NAME (the name the sentinels "
+                "monitor the primary under)"
+            )
+        if self.is_sentinel_broker:
+            for part in self.broker_url.split(";"):
+                if not part.strip().startswith("sentinel://"):
+                    raise ValueError(
+                        "AICMO_BROKER_URL: every ';'-separated part of a Sentinel URL must be "
+                        "sentinel://host:port"
+                    )
+        return self
+
     # -- gateways and LLM ------------------------------------------------------------------
     # Live mode only: proof mode never reaches a provider. Secrets are SecretStr so they never
     # show in a repr; the gateways register them with aicmo.orchestration.redaction.
     rate_limit_url: str | None = Field(
         default=None,
         description="Where the global rate-limit buckets and LLM budgets live: redis://... "
+        "or sentinel://... (with AICMO_BROKER_MASTER_NAME) "
         "(shared by every worker on every host) or file:///path (one host, flock). Default: "
         "AICMO_BROKER_URL when it is Redis, else file var/ratelimits.json.",
     )
@@ -313,9 +372,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_gateways(self) -> Settings:
         if self.rate_limit_url and not self.rate_limit_url.startswith(
-            ("redis://", "rediss://", "unix://", "file://")
+            ("redis://", "rediss://", "unix://", "sentinel://", "file://")
         ):
-            raise ValueError("AICMO_RATE_LIMIT_URL must be redis://, rediss://, unix:// or file://")
+            raise ValueError(
+                "AICMO_RATE_LIMIT_URL must be redis://, rediss://, unix://, sentinel:// or file://"
+            )
         if (self.smtp_username is None) != (self.smtp_password is None):
             raise ValueError("set both AICMO_SMTP_USERNAME and AICMO_SMTP_PASSWORD, or neither")
         if self.smtp_host and self.smtp_ca_file and not self.smtp_ca_file.is_file():

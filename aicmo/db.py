@@ -118,6 +118,19 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def pooler_connect_args() -> dict[str, Any]:
+    """psycopg options for the configured pooler (AICMO_DATABASE_POOLER).
+
+    Behind PgBouncer in transaction pooling, a statement psycopg prepared on one server
+    connection is unknown on the next one ("prepared statement _pg3_0 does not exist"), and
+    PgBouncer before 1.21 (Debian bookworm ships 1.18) cannot track them: psycopg must
+    never prepare (``prepare_threshold=None``). Direct connections keep psycopg's default.
+    """
+    if get_settings().database_pooler == "transaction":
+        return {"prepare_threshold": None}
+    return {}
+
+
 def create_db_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -129,6 +142,7 @@ def create_db_engine(url: str) -> Engine:
         return engine
     return create_engine(
         url,
+        connect_args=pooler_connect_args(),
         pool_size=5,
         max_overflow=20,
         pool_timeout=30,

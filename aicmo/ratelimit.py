@@ -36,6 +36,7 @@ import redis
 
 from aicmo.config import Settings, get_settings
 from aicmo.orchestration.errors import Deferred, TransientError
+from aicmo.redis_client import redis_from_url
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,17 @@ return 0
 
 
 class RedisCounterStore:
-    def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+    def __init__(
+        self, url: str, master_name: str | None = None, sentinel_password: str | None = None
+    ) -> None:
+        # A sentinel:// URL gives a client of the current primary that follows a failover.
+        self.client = redis_from_url(
+            url,
+            master_name=master_name,
+            sentinel_password=sentinel_password,
+            socket_timeout=3,
+            socket_connect_timeout=3,
+        )
         self._take = self.client.register_script(_TAKE)
         self._reserve = self.client.register_script(_RESERVE)
 
@@ -364,14 +374,15 @@ _stores_lock = threading.Lock()
 def store_url(settings: Settings) -> str:
     if settings.rate_limit_url:
         return settings.rate_limit_url
-    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if settings.is_redis_broker:  # Sentinel too: the buckets follow the broker's failover
         return settings.broker_url
     return "file://" + str(Path("var/ratelimits.json").resolve())
 
 
 def get_store(settings: Settings | None = None) -> CounterStore:
     """The process's store (one per pid: a forked worker child never shares a socket)."""
-    url = store_url(settings or get_settings())
+    settings = settings or get_settings()
+    url = store_url(settings)
     key = (os.getpid(), url)
     with _stores_lock:
         found = _stores.get(key)
@@ -379,7 +390,12 @@ def get_store(settings: Settings | None = None) -> CounterStore:
             if url.startswith("file://"):
                 found = FileCounterStore(Path(url.removeprefix("file://")))
             else:
-                found = RedisCounterStore(url)
+                password = settings.broker_sentinel_password
+                found = RedisCounterStore(
+                    url,
+                    master_name=settings.broker_master_name,
+                    sentinel_password=password.get_secret_value() if password else None,
+                )
             _stores[key] = found
     return found
 

@@ -27,12 +27,21 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "store_processed": False,
             "polling_interval": settings.broker_polling_interval,
         }
-    return {
+    options: dict[str, Any] = {
         "visibility_timeout": settings.broker_visibility_timeout_seconds,
         # kombu's default, stated: one Redis list per step, popped in this order (0 first);
         # a message of priority p goes to the list of the largest step <= p.
         "priority_steps": [0, 3, 6, 9],
     }
+    if settings.is_sentinel_broker:
+        options["master_name"] = settings.broker_master_name
+        # Bounded waits on the sentinels themselves: a sentinel host that vanished without
+        # a reset must not hang a reconnect; the next sentinel is asked instead.
+        sentinel_kwargs: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
+        if settings.broker_sentinel_password:
+            sentinel_kwargs["password"] = settings.broker_sentinel_password.get_secret_value()
+        options["sentinel_kwargs"] = sentinel_kwargs
+    return options
 
 
 def queue(name: str) -> Queue:

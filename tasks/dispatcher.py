@@ -37,7 +37,9 @@ class CeleryDispatcher:
         if not items:
             return
         broker = self.app.conf.broker_url
-        if self.fast_path and broker.startswith(("redis://", "rediss://", "filesystem://")):
+        # Sentinel too: its channel's client is a plain Redis client of the current primary.
+        fast = ("redis://", "rediss://", "sentinel://", "filesystem://")
+        if self.fast_path and broker.startswith(fast):
             try:
                 if broker.startswith("filesystem://"):
                     self._publish_files(items)

@@ -34,6 +34,7 @@ def register_configured_secrets(settings: Settings | None = None) -> None:
         s.social_webhook_secret,
         s.social_webhook_token,
         s.llm_api_key,
+        s.broker_sentinel_password,
         *s.social_webhook_urls.values(),
         *s.social_encryption_keys,
     ):

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 
-from aicmo.db import JSONType, UTCDateTime, utcnow
+from aicmo.db import JSONType, UTCDateTime, pooler_connect_args, utcnow
 from aicmo.orchestration.status import LogEvent
 
 _TIMES = ("now", "lease", "due", "not_before")
@@ -239,7 +239,9 @@ class DirectConnection:
             import psycopg
 
             try:
-                self._conn = psycopg.connect(self._conninfo, autocommit=True)
+                self._conn = psycopg.connect(
+                    self._conninfo, autocommit=True, **pooler_connect_args()
+                )
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(str(exc)) from exc
         return self._conn

@@ -26,6 +26,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 MAKEFILE = ROOT / "Makefile"
 DOCKERFILE = ROOT / "Dockerfile"
 AICMO_SERVICES = ("migrate", "worker", "beat", "flower", "web")
+SENTINEL_PROFILE = ("redis-replica", "sentinel-1", "sentinel-2", "sentinel-3")
 VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
 
 
@@ -101,7 +102,7 @@ def test_compose_file_is_valid_compose(tmp_path: Path) -> None:
 
 
 def test_the_stack_has_every_service_with_healthchecks(services: dict[str, Any]) -> None:
-    assert set(services) == {"redis", "postgres", *AICMO_SERVICES}
+    assert set(services) == {"redis", "postgres", "pgbouncer", *AICMO_SERVICES, *SENTINEL_PROFILE}
     for name, service in services.items():
         if name == "migrate":
             assert service["restart"] == "no"
@@ -125,18 +126,55 @@ def test_aicmo_services_wait_for_the_migration_and_healthy_services(
     services: dict[str, Any],
 ) -> None:
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["pgbouncer"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     for name in ("worker", "beat", "flower", "web"):
         assert services[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "redis": {"condition": "service_healthy"},
-            "postgres": {"condition": "service_healthy"},
+            "pgbouncer": {"condition": "service_healthy"},
         }, name
     for name in AICMO_SERVICES:
         environment = services[name]["environment"]
-        assert "@postgres:5432/" in environment["AICMO_DATABASE_URL"]
         assert environment["AICMO_DATABASE_URL"].startswith("postgresql+psycopg://")
-        assert environment["AICMO_BROKER_URL"] == "redis://redis:6379/0"
+        assert environment["AICMO_BROKER_URL"] == "${AICMO_BROKER_URL:-redis://redis:6379/0}"
         assert services[name]["build"] == "."
+
+
+def test_workers_producers_and_beat_go_through_pgbouncer_in_transaction_pooling(
+    services: dict[str, Any],
+) -> None:
+    bouncer = services["pgbouncer"]
+    assert bouncer["environment"]["POOL_MODE"] == "transaction"
+    assert bouncer["environment"]["DB_HOST"] == "postgres"
+    assert bouncer["healthcheck"]["test"]
+    port = bouncer["environment"]["LISTEN_PORT"]
+    for name in ("worker", "beat", "flower", "web"):
+        environment = services[name]["environment"]
+        assert f"@pgbouncer:{port}/" in environment["AICMO_DATABASE_URL"], name
+        # psycopg must not prepare statements behind transaction pooling.
+        assert environment["AICMO_DATABASE_POOLER"] == "transaction", name
+    # The migration goes straight to PostgreSQL.
+    migrate = services["migrate"]["environment"]
+    assert "@postgres:5432/" in migrate["AICMO_DATABASE_URL"]
+    assert migrate["AICMO_DATABASE_POOLER"] == "none"
+
+
+def test_sentinel_is_an_opt_in_profile_the_settings_accept(services: dict[str, Any]) -> None:
+    for name in SENTINEL_PROFILE:
+        assert services[name]["profiles"] == ["sentinel"], name
+    assert "--replicaof" in services["redis-replica"]["command"]
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        assert "sentinel monitor aicmo redis 6379 2" in services[name]["command"][-1]
+    # The URL the comments and .env.example give, with the default master name, is valid.
+    documented = next(
+        line.split("AICMO_BROKER_URL=", 1)[1]
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if "AICMO_BROKER_URL=sentinel://" in line
+    )
+    assert documented.strip() in COMPOSE.read_text()
+    settings = Settings(broker_url=documented.strip(), broker_master_name="aicmo")
+    assert settings.is_sentinel_broker
+    assert services["worker"]["environment"]["AICMO_BROKER_MASTER_NAME"].endswith("-aicmo}")
 
 
 def test_commands_match_the_makefile(services: dict[str, Any]) -> None:

@@ -11,6 +11,9 @@ import redis
 PG_ADMIN_URL = os.environ.get(
     "AICMO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+# Where the tests connect, when not where databases are made: PgBouncer in transaction
+# pooling cannot CREATE DATABASE for them (tests/hosts/test_pgbouncer.py).
+PG_CONNECT_URL = os.environ.get("AICMO_TEST_PG_CONNECT", PG_ADMIN_URL)
 REDIS_URL = os.environ.get("AICMO_TEST_REDIS", "redis://127.0.0.1:6379")
 LOCK_TTL_SECONDS = 3 * 3600
 
@@ -26,7 +29,7 @@ class TestServices:
 
     @property
     def database_url(self) -> str:
-        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        base = PG_CONNECT_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
         return f"{base}/{self.database_name}"
 
     @property

@@ -1,0 +1,134 @@
+"""Issue #16, scenario 4: Redis failover under load, through Redis Sentinel.
+
+A primary, a replica and three ``redis-sentinel`` processes; two workers, beat and a producer
+process all reach Redis as ``AICMO_BROKER_URL=sentinel://...;...`` with the master name. The
+primary is SIGKILLed mid-run: the sentinels promote the replica, every process follows, and
+the sweeper resends what the failover lost (replication is asynchronous, and messages a
+worker had taken are gone with their connection). The books must balance: 0 lost, 0 doubled
+database effects, 0 stranded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aicmo.ratelimit import Bucket, LimitStoreUnavailable, RedisCounterStore
+from tests.conftest import Book
+from tests.support.books import Ledger
+from tests.support.load_producer import (
+    Producer,
+    action_ids,
+    repeat_runs,
+    settle_or_explain,
+    start_together,
+)
+from tests.support.processes import CeleryProcess, beat, wait_for, worker
+from tests.support.sentinel import MASTER_NAME, SentinelGroup
+
+pytestmark = [pytest.mark.slow, pytest.mark.hosts, pytest.mark.usefixtures("clean")]
+
+N = 1000
+
+
+@pytest.fixture
+def sentinels() -> Iterator[SentinelGroup]:
+    group = SentinelGroup(down_after_ms=1000, failover_timeout_ms=5000)
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+
+
+def _took(limits: RedisCounterStore, bucket: Bucket) -> bool:
+    try:
+        return limits.take([(bucket, 1)]) == 0.0
+    except LimitStoreUnavailable:  # the first call after the kill finds the old socket dead
+        return False
+
+
+def ping(sentinels: SentinelGroup) -> list[dict[str, object]]:
+    from celery import Celery
+
+    app = Celery(
+        "ping",
+        broker=sentinels.broker_url,
+        broker_transport_options={"master_name": MASTER_NAME},
+    )
+    try:
+        return list(app.control.ping(timeout=3) or [])
+    finally:
+        app.close()
+
+
+def successes(book: Book, ids: list[int]) -> int:
+    return sum(1 for s in book.statuses(ids).values() if s == "SUCCESS")
+
+
+def test_4_redis_failover_through_sentinel(
+    book: Book, ledger: Ledger, sentinels: SentinelGroup, log_dir: Path, database_url: str
+) -> None:
+    env = {"AICMO_BROKER_URL": sentinels.broker_url, "AICMO_BROKER_MASTER_NAME": MASTER_NAME}
+    processes: list[CeleryProcess] = []
+    producer: Producer | None = None
+    try:
+        # Beat's sweeps run on the same workers (every worker consumes beat's queue).
+        queues = ["-Q", "isolated,aol.beat"]
+        processes += [worker(log_dir, concurrency=1, env=env, extra=queues) for _ in range(2)]
+        processes.append(beat(log_dir, env=env))
+        start_together(processes)
+        producer = Producer(log_dir, "failover", N, env, batch=20, pause=0.1, sleep=0)
+        started = time.monotonic()
+
+        def under_way() -> bool:
+            # Mid-run for producers and workers alike: some done, most still to enqueue.
+            return (
+                producer is not None
+                and producer.enqueued() >= N // 3
+                and successes(book, action_ids(database_url, "failover")) >= 50
+            )
+
+        wait_for(under_way, 60, interval=0.05, message="the run to be under way")
+        produced_at_kill = producer.enqueued()
+        # The rate limits share the broker's Redis: their store must follow the failover too.
+        limits = RedisCounterStore(sentinels.broker_url, master_name=MASTER_NAME)
+        bucket = Bucket("failover-test", per_minute=6000, burst=1000)
+        assert limits.take([(bucket, 1)]) == 0.0
+        sentinels.kill_primary()
+        killed = time.monotonic()
+        promoted_after = sentinels.wait_promoted()
+        wait_for(lambda: _took(limits, bucket), 15, message="the rate limits on the new primary")
+        producer.wait(timeout=60)
+        assert produced_at_kill < N, "the producer had finished before the failover"
+
+        ids = action_ids(database_url, "failover")
+        assert len(ids) == N, f"{N - len(ids)} enqueues lost"
+        settle_or_explain(book, ids, processes)
+        recovered_after = time.monotonic() - killed
+        ledger.settle(book, ids, "failover")
+        repeats = repeat_runs(database_url, ids)
+        ledger.notes.append(
+            f"primary killed {killed - started:.1f}s in, {produced_at_kill}/{N} enqueued; "
+            f"replica promoted after {promoted_after:.1f}s; all SUCCESS "
+            f"{recovered_after:.1f}s after the kill; "
+            f"{repeats} repeated runs (external effects are at-least-once)"
+        )
+        print("\n" + ledger.notes[-1])
+        assert (ledger.lost, ledger.duplicated) == (0, 0)
+        found = ledger.census()
+        assert found == [], found[:10]
+        # The producer's publishes took the pipelined path on the sentinel transport.
+        assert "fast publish unavailable" not in producer.log_path.read_text()
+        for process in processes:
+            assert process.alive(), f"{process.name} died in the failover:\n{process.log()[-3000:]}"
+        # Every worker follows the new primary: a broadcast ping through it reaches them all.
+        assert sentinels.master_port() == sentinels.replica_port
+        assert len(ping(sentinels)) == 2
+    finally:
+        if producer is not None:
+            producer.stop()
+        for process in processes:
+            process.stop()
