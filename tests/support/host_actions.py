@@ -51,7 +51,10 @@ def _post_external(ctx: ActionContext, tag: str) -> None:
         f"{url}/effect",
         data=tag.encode(),
         method="POST",
-        headers={"Idempotency-Key": ctx.idempotency_key, "X-Host": os.environ.get(HOST_NAME_ENV, "")},
+        headers={
+            "Idempotency-Key": ctx.idempotency_key,
+            "X-Host": os.environ.get(HOST_NAME_ENV, ""),
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=1.5) as answer:

@@ -1,6 +1,6 @@
 """TCP forwarders for the worker hosts (tests/support/hosts.py), run as a process of their own
-in the root namespace: ``python -m tests.support.hostproxy STATS LISTEN_IP PORT=UPHOST:UPPORT ..`` (the link's
-shape in ``STATS.shape``, see :class:`Shape`).
+in the root namespace: ``python -m tests.support.hostproxy STATS LISTEN_IP PORT=HOST:PORT ..``
+(the link's shape in ``STATS.shape``, see :class:`Shape`).
 
 The shared PostgreSQL and Redis listen on 127.0.0.1 only, and must not be reconfigured; a host
 (a network namespace) reaches them through these forwarders, bound to its root-side veth
@@ -41,7 +41,9 @@ class Stats:
         now = time.time()
         with self.lock:
             for token in found:
-                self.file.write(json.dumps({"t": now, "port": port, "token": token.decode()}) + "\n")
+                self.file.write(
+                    json.dumps({"t": now, "port": port, "token": token.decode()}) + "\n"
+                )
 
 
 class Shape:
@@ -123,7 +125,9 @@ def _serve(listen: socket.socket, upstream: tuple[str, int], port: int, stats: S
         scan = stats if port == PG_PORT else None
         # Shaped like netem on the host's interface: only what the host sends waits.
         threading.Thread(target=_pump, args=(client, server, port, scan, True), daemon=True).start()
-        threading.Thread(target=_pump, args=(server, client, port, None, False), daemon=True).start()
+        threading.Thread(
+            target=_pump, args=(server, client, port, None, False), daemon=True
+        ).start()
 
 
 def main(argv: list[str]) -> None:

@@ -53,7 +53,9 @@ class HostsUnavailable(RuntimeError):
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(args, capture_output=True, text=True, timeout=30)
     if check and done.returncode:
-        raise HostsUnavailable(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+        raise HostsUnavailable(
+            f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}"
+        )
     return done
 
 
@@ -218,7 +220,10 @@ class HostNet:
 
     def _upstreams(self) -> tuple[tuple[str, int], tuple[str, int]]:
         db, broker = make_url(self.database_url), make_url(self.broker_url)
-        return (db.host or "127.0.0.1", db.port or 5432), (broker.host or "127.0.0.1", broker.port or 6379)
+        return (db.host or "127.0.0.1", db.port or 5432), (
+            broker.host or "127.0.0.1",
+            broker.port or 6379,
+        )
 
     def add(self, count: int = 1) -> list[Host]:
         if self._subnet is None:
@@ -232,8 +237,15 @@ class HostNet:
     def _add_one(self, index: int) -> Host:
         assert self._subnet is not None
         base = int(self._subnet.network_address) + 4 * index
-        gateway, address = str(ipaddress.IPv4Address(base + 1)), str(ipaddress.IPv4Address(base + 2))
-        netns, root_if, ns_if = f"{self.prefix}{index}", f"ah{self.tag}r{index}", f"ah{self.tag}n{index}"
+        gateway, address = (
+            str(ipaddress.IPv4Address(base + 1)),
+            str(ipaddress.IPv4Address(base + 2)),
+        )
+        netns, root_if, ns_if = (
+            f"{self.prefix}{index}",
+            f"ah{self.tag}r{index}",
+            f"ah{self.tag}n{index}",
+        )
         name = f"host{index}"
         stats = self.run_dir / f"{netns}-tokens.jsonl"
         host = Host(name, netns, root_if, address, gateway, stats, {})
@@ -316,7 +328,10 @@ class HostNet:
 
     def leftovers(self) -> list[str]:
         """Namespaces or links of this run still present (a teardown check)."""
-        names = _run("ip", "netns", "list", check=False).stdout + _run("ip", "-o", "link", check=False).stdout
+        names = (
+            _run("ip", "netns", "list", check=False).stdout
+            + _run("ip", "-o", "link", check=False).stdout
+        )
         return [n for n in (h.netns for h in self.hosts) if n in names] + [
             i for i in (h.root_if for h in self.hosts) if f" {i}@" in names or f" {i}:" in names
         ]
