@@ -102,6 +102,7 @@ def measure(database_url: str, port: int, hosts: int, per_host: int, tmp: Path) 
     from aicmo.db import get_engine, session_scope
     from aicmo.migrate import upgrade
     from aicmo.orchestration.queue import ActionQueue
+    from tests.support import services
     from tests.support.actions import EFFECTS_DDL
     from tests.support.host_actions import EFFECT_URL_ENV, HOST_EFFECT
     from tests.support.hosts import HostNet
@@ -119,7 +120,7 @@ def measure(database_url: str, port: int, hosts: int, per_host: int, tmp: Path) 
         for host in made:
             host.env.pop(EFFECT_URL_ENV, None)
             host.env["AICMO_LOG_LEVEL"] = "WARNING"
-            host.worker(tmp, concurrency=per_host, extra=["-l", "WARNING"])
+            host.worker(tmp, concurrency=per_host)
         admin = psycopg.connect(services.PG_ADMIN_URL, autocommit=True)
         name = database_url.rsplit("/", 1)[1]
 
