@@ -137,16 +137,19 @@ def test_1_partitioned_host_expired_run_elsewhere_late_outcomes_fenced(
         cut.heal()
         healed_at = time.time()
         balance(book, ledger, host_books, hostnet, ids, "part")
-        # The cut host's late traffic (TCP retransmits, redelivered messages) has arrived
-        # by the time the others finished everything; two more seconds for stragglers.
-        time.sleep(2)
     cut_tokens = cut.late_tokens(0)
     expired = [(a, w) for a, w in events(database_url, "LEASE_EXPIRED") if w in cut_tokens]
     expired_tokens = {w for _, w in expired}
-    succeeded_tokens = {w for _, w in events(database_url, "SUCCEEDED")}
-    late = cut.late_tokens(healed_at) & expired_tokens
-    lease_lost = [w for _, w in events(database_url, "LEASE_LOST") if w in cut_tokens]
     assert expired, "the partition outlived the lease, yet none of the cut host's runs expired"
+    # Each expired run was killed by its hard time limit with its last statement (the outcome)
+    # still in the kernel's send buffer; after the heal TCP delivers it, and the fencing token
+    # refuses it. Wait for every one of them to arrive (TCP's retransmit backoff: seconds).
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: expired_tokens <= cut.late_tokens(healed_at), 15, interval=0.5)
+    late = cut.late_tokens(healed_at) & expired_tokens
+    assert late, "no late outcome of an expired run reached the database after the heal"
+    succeeded_tokens = {w for _, w in events(database_url, "SUCCEEDED")}
+    lease_lost = [w for _, w in events(database_url, "LEASE_LOST") if w in cut_tokens]
     # Fencing: no run whose lease expired ever recorded its outcome.
     assert not expired_tokens & succeeded_tokens
     by_host = effects_by_host(database_url, "part")
