@@ -61,16 +61,18 @@ def effects_by_host(database_url: str, tag: str) -> dict[str, int]:
     return {row[0]: row[1] for row in rows}
 
 
-def running_on(database_url: str, host: Host) -> int:
+def running_on(database_url: str, host: Host, min_sleep: float = 0.0) -> int:
+    """RUNNING actions claimed by this host (sleeping at least ``min_sleep`` s)."""
     tokens = list(host.late_tokens(0))
     with get_engine(database_url).connect() as conn:
         return int(
             conn.execute(
                 text(
                     "SELECT count(*) FROM aol_actions WHERE status = 'RUNNING' "
-                    "AND claimed_by = ANY(:tokens)"
+                    "AND claimed_by = ANY(:tokens) "
+                    "AND CAST(payload_json->>'sleep' AS FLOAT) >= :min_sleep"
                 ),
-                {"tokens": tokens},
+                {"tokens": tokens, "min_sleep": min_sleep},
             ).scalar()
             or 0
         )
@@ -126,11 +128,11 @@ def test_1_partitioned_host_expired_run_elsewhere_late_outcomes_fenced(
 ) -> None:
     cut, _ = start(hostnet, log_dir)
     with swept():
-        ids = enqueue("part", sleep=0.02)
+        ids = enqueue("part", sleep=0.02, long_every=10)
         wait_for(lambda: successes(book, ids) > 100, 60, message="the run to be under way")
-        # Cut while the host holds claims (its tokens, as its forwarder saw them, on RUNNING
-        # rows), so there is something for the lease to expire.
-        wait_for(lambda: running_on(database_url, cut) > 0, 30, message="a run on the host")
+        # Cut while the host is in one of the 0.8 s runs (its token, as its forwarder saw it,
+        # on a RUNNING row), so a run is surely caught by the cut for its lease to expire.
+        wait_for(lambda: running_on(database_url, cut, min_sleep=0.5) > 0, 30, message="a long run")
         cut.partition()
         partitioned_at = time.time()
         time.sleep(LEASE + 2)  # longer than the lease: its running actions expire
