@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install services demo test test-fast lint bench bench-web chaos migrate worker beat flower serve up down clean
+.PHONY: help install services demo test test-fast lint bench bench-web bench-hosts chaos migrate worker beat flower serve up down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -48,10 +48,14 @@ $(BENCH_INSTALLED): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	@touch $@
 
-bench: $(INSTALLED) $(BENCH_INSTALLED) services  ## benchmarks against plain Celery, Dramatiq and Procrastinate (writes BENCHMARKS.md), then bench-web
+bench: $(INSTALLED) $(BENCH_INSTALLED) services  ## benchmarks against plain Celery, Dramatiq and Procrastinate (writes BENCHMARKS.md), then bench-web and bench-hosts
 	$(PY) -m tests.benchmarks $(BENCH_ARGS)
 	$(PY) -m tests.benchmarks.bench_admission
 	$(PY) -m tests.benchmarks.bench_web
+	$(PY) -m tests.benchmarks.bench_hosts
+
+bench-hosts:  ## throughput with 1, 2 and 4 worker hosts (network namespaces; root) (writes BENCHMARKS-hosts.md)
+	$(PY) -m tests.benchmarks.bench_hosts
 
 bench-web:  ## console pages and API lists on 1,000,000 actions (writes BENCHMARKS-web.md)
 	$(PY) -m tests.benchmarks.bench_web

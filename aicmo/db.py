@@ -241,6 +241,23 @@ def db_clock(session: Session | Connection) -> datetime:
     return utcnow() + found[1]
 
 
+def db_clock_now(url: str | None = None) -> datetime:
+    """:func:`db_clock` for code with no session at hand (Celery turning a countdown into an
+    ETA): the cached offset while fresh, one ``clock_timestamp()`` when stale, and this host's
+    clock plus the last offset known when the database cannot be asked."""
+    engine = get_engine(url)
+    if engine.dialect.name != "postgresql":
+        return utcnow()
+    found = _clock_offsets.get(str(engine.url))
+    if found is not None and time.monotonic() - found[0] <= CLOCK_REFRESH_SECONDS:
+        return utcnow() + found[1]
+    try:
+        with engine.connect() as conn:
+            return db_clock(conn)
+    except Exception:  # a publish must not fail for want of a clock reading
+        return utcnow() + (found[1] if found is not None else timedelta(0))
+
+
 def rowcount(result: Any) -> int:
     """Rows matched by an UPDATE/DELETE (typed Results hide the CursorResult attribute)."""
     return int(getattr(result, "rowcount", 0) or 0)

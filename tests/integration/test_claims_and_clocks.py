@@ -193,3 +193,31 @@ def test_a_producer_minutes_off_enqueues_on_the_databases_clock(
         process.stop()
     assert book.effects(tag) == [(tag, action_id, 1)]
     assert_nothing_stranded()
+
+
+ETA_PROBE = """
+import tasks
+message = tasks.app.amqp.as_task_v2("probe", "aol.T_ISOLATED_EFFECT", args=[1], countdown=2)
+print(message.headers["eta"])
+"""
+
+
+def test_a_host_minutes_ahead_writes_message_etas_on_the_databases_clock(database_url: str) -> None:
+    """Celery turns a countdown (a retry's backoff) into an absolute ETA with the sender's
+    clock: stock, a host five minutes ahead sends ETAs five minutes late, and workers on
+    right clocks hold those messages that long (found by tests/hosts scenario 3)."""
+    from datetime import datetime
+
+    from aicmo.db import db_now, get_engine
+
+    made = subprocess.run(
+        [FAKETIME, "-f", "+5m", sys.executable, "-c", ETA_PROBE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    eta = datetime.fromisoformat(made.stdout.strip().splitlines()[-1])
+    ahead = (eta - db_now(get_engine())).total_seconds()
+    assert 0 < ahead < 30, f"ETA {eta}: {ahead:.0f}s past the database's now (countdown 2 s)"
