@@ -195,7 +195,10 @@ def test_a_producer_minutes_off_enqueues_on_the_databases_clock(
     assert_nothing_stranded()
 
 
+# Every process that sends a countdown (a pool child retrying, a producer) has the database
+# code loaded; a worker's main process has not and sends none.
 ETA_PROBE = """
+import aicmo.db
 import tasks
 message = tasks.app.amqp.as_task_v2("probe", "aol.T_ISOLATED_EFFECT", args=[1], countdown=2)
 print(message.headers["eta"])
