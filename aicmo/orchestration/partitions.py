@@ -213,11 +213,11 @@ def _survivors(conn: Connection, name: str) -> list[int]:
 
 
 def _drop(conn: Connection, name: str, report: DropReport) -> bool:
-    survivors = _survivors(conn, name)
-    conn.rollback()
     with conn.begin():
         if not _locked(conn) or name not in attached(conn):
-            return False
+            return False  # another maintainer is at it, or has dropped it
+        # Before DETACH takes its ACCESS EXCLUSIVE lock: nothing waits behind this query.
+        survivors = _survivors(conn, name)
         conn.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {name}"))
         if survivors:
             # Now that the month is no longer covered, these land in DEFAULT.
