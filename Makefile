@@ -48,10 +48,11 @@ $(BENCH_INSTALLED): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	@touch $@
 
-bench: $(INSTALLED) $(BENCH_INSTALLED) services  ## benchmarks against plain Celery, Dramatiq and Procrastinate (writes BENCHMARKS.md), then bench-web
+bench: $(INSTALLED) $(BENCH_INSTALLED) services  ## benchmarks against plain Celery, Dramatiq and Procrastinate (writes BENCHMARKS.md), then bench-web and bench-retention
 	$(PY) -m tests.benchmarks $(BENCH_ARGS)
 	$(PY) -m tests.benchmarks.bench_admission
 	$(PY) -m tests.benchmarks.bench_web
+	$(PY) -m tests.benchmarks.bench_retention
 
 bench-web:  ## console pages and API lists on 1,000,000 actions (writes BENCHMARKS-web.md)
 	$(PY) -m tests.benchmarks.bench_web

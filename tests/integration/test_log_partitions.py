@@ -277,6 +277,4 @@ def test_the_purge_task_makes_next_months_partition(
         sql(database_url, f"ALTER TABLE aol_execution_logs DETACH PARTITION {following}")
         sql(database_url, f"DROP TABLE {following}")
     celery_app.send_task("aol.purge")
-    wait_for(
-        lambda: following in attached(database_url), 30, message="the purge task's partitions"
-    )
+    wait_for(lambda: following in attached(database_url), 30, message="the purge task's partitions")
