@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install services demo test test-fast lint bench bench-web chaos migrate worker beat flower serve up down clean
+.PHONY: help install services demo test test-fast lint bench bench-web bench-retention chaos migrate worker beat flower serve up down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench: $(INSTALLED) $(BENCH_INSTALLED) services  ## benchmarks against plain Cel
 	$(PY) -m tests.benchmarks.bench_admission
 	$(PY) -m tests.benchmarks.bench_web
 	$(PY) -m tests.benchmarks.bench_retention
+
+bench-retention:  ## one aol.purge batch on 100k, 1M and 10M finished actions (writes BENCHMARKS-retention.md; ROWS=100000,1000000)
+	$(PY) -m tests.benchmarks.bench_retention $(if $(ROWS),--rows $(ROWS))
 
 bench-web:  ## console pages and API lists on 1,000,000 actions (writes BENCHMARKS-web.md)
 	$(PY) -m tests.benchmarks.bench_web

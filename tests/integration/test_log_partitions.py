@@ -227,7 +227,7 @@ def test_two_purges_at_once_drop_each_month_once(own_url: str) -> None:
     def run() -> None:
         try:
             reports.append(purge_finished(RETENTION, url=own_url))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(2)]
