@@ -54,11 +54,11 @@ def grow(dsn: str, first: int, count: int) -> None:
         for lo in range(first, last_g + 1, CHUNK):
             hi = min(lo + CHUNK - 1, last_g)
             conn.execute(FILL.format(span=SPAN_DAYS, lo=lo, hi=hi))
-            first, last = conn.execute(
+            low_id, high_id = conn.execute(
                 f"SELECT min(id), max(id) FROM aol_actions WHERE idempotency_key"
                 f" IN ('ret:{lo}', 'ret:{hi}')"
             ).fetchone() or (0, 0)
-            conn.execute(FILL_LOGS.format(lo=first, hi=last))
+            conn.execute(FILL_LOGS.format(lo=low_id, hi=high_id))
             print(
                 f"  added {hi - first + 1:>11,} / {count:,} actions (+ logs), "
                 f"{time.monotonic() - started:6.0f} s",

@@ -12,9 +12,9 @@ from tests.support.processes import ROOT
 
 def test_retention_bench_harness_runs_on_small_tables(tmp_path: Path) -> None:
     out = tmp_path / "retention.md"
+    args = ["--rows", "3000,6000", "--batch-size", "500", "--batches", "2", "--output", str(out)]
     done = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.bench_retention", "--rows", "3000,6000"]
-        + ["--batch-size", "500", "--batches", "2", "--output", str(out)],
+        [sys.executable, "-m", "tests.benchmarks.bench_retention", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
