@@ -278,3 +278,15 @@ def test_the_purge_task_makes_next_months_partition(
         sql(database_url, f"DROP TABLE {following}")
     celery_app.send_task("aol.purge")
     wait_for(lambda: following in attached(database_url), 30, message="the purge task's partitions")
+
+
+def test_an_action_deleted_through_the_orm_takes_its_log_rows(own_url: str) -> None:
+    from aicmo.db import session_scope
+    from aicmo.orchestration.models import AOLAction
+
+    upgrade(own_url)
+    a = action(own_url, "SUCCESS", db_now(own_url))
+    logs(own_url, a, db_now(own_url))
+    with session_scope(own_url) as session:
+        session.delete(session.get(AOLAction, a))
+    assert where(own_url, a) == []
