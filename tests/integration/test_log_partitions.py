@@ -161,6 +161,28 @@ def test_ensure_makes_the_months_ahead_once(own_url: str) -> None:
     assert partitions.ensure_partitions(own_url, ahead=3) == []
 
 
+def test_two_maintainers_at_once_make_each_month_once(own_url: str) -> None:
+    upgrade(own_url)
+    made: list[str] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            made.extend(partitions.ensure_partitions(own_url, ahead=5))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    expected = [partitions.partition_name(month(own_url, n)) for n in range(2, 6)]
+    assert sorted(made) == expected
+    assert set(expected) <= set(attached(own_url))
+
+
 def build_old_month(url: str) -> dict[str, int]:
     """A month three back holding the logs of an old finished action (doomed) and of one
     replayed since (kept, READY), and a recent finished action (kept)."""
