@@ -255,19 +255,22 @@ def drop_expired(cutoff: datetime, url: str | None = None) -> DropReport:
                 report.dropped.append(name)
             else:
                 report.skipped.append(name)
-        with conn.begin():
-            # Rows of actions purged while they sat in DEFAULT under an old time (an insert
-            # for a month without partition, or copied out of a dropped month).
-            report.default_orphans = max(
-                conn.execute(
-                    text(
-                        f"DELETE FROM {DEFAULT_PARTITION} d WHERE d.created_at_utc < :cutoff "
-                        "AND NOT EXISTS (SELECT 1 FROM aol_actions a WHERE a.id = d.action_id)"
-                    ),
-                    {"cutoff": cutoff},
-                ).rowcount,
-                0,
-            )
+        has_default = DEFAULT_PARTITION in attached(conn)
+        conn.rollback()
+        if has_default:
+            with conn.begin():
+                # Rows of actions purged while they sat in DEFAULT under an old time (an
+                # insert for a month without partition, or copied out of a dropped month).
+                report.default_orphans = max(
+                    conn.execute(
+                        text(
+                            f"DELETE FROM {DEFAULT_PARTITION} d WHERE d.created_at_utc < :cutoff"
+                            " AND NOT EXISTS (SELECT 1 FROM aol_actions a WHERE a.id = d.action_id)"
+                        ),
+                        {"cutoff": cutoff},
+                    ).rowcount,
+                    0,
+                )
     if report.dropped:
         log.info(
             "dropped execution-log partition(s) %s (%d row(s) of kept actions moved to DEFAULT)",

@@ -78,7 +78,9 @@ def batch_query(cutoff: datetime, limit: int) -> Any:
     )
 
 
-def _delete_logs(session: Session, chunk: list[int], keep_from: datetime | None) -> int:
+def _delete_logs(
+    session: Session, chunk: list[int], keep_from: datetime | None, with_default: bool
+) -> int:
     if keep_from is None:  # one plain table
         return rowcount(
             session.execute(
@@ -97,6 +99,8 @@ def _delete_logs(session: Session, chunk: list[int], keep_from: datetime | None)
             .execution_options(synchronize_session=False)
         )
     )
+    if not with_default:  # no DEFAULT partition: no row can be older than the months
+        return deleted
     return deleted + rowcount(
         session.execute(
             delete(_DEFAULT_LOGS).where(
@@ -107,7 +111,11 @@ def _delete_logs(session: Session, chunk: list[int], keep_from: datetime | None)
 
 
 def _purge_batch(
-    session: Session, cutoff: datetime, limit: int, keep_from: datetime | None = None
+    session: Session,
+    cutoff: datetime,
+    limit: int,
+    keep_from: datetime | None = None,
+    with_default: bool = False,
 ) -> tuple[int, int, int]:
     query = batch_query(cutoff, limit)
     if session.get_bind().dialect.name == "postgresql":
@@ -116,7 +124,7 @@ def _purge_batch(
     logs = actions = 0
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        logs += _delete_logs(session, chunk, keep_from)
+        logs += _delete_logs(session, chunk, keep_from, with_default)
         actions += rowcount(
             session.execute(
                 delete(AOLAction)
@@ -151,10 +159,15 @@ def purge_finished(
     started = time.monotonic()
     with session_scope(url) as session:
         partitioned = partitions.is_partitioned(session.connection())
+        with_default = partitioned and (
+            partitions.DEFAULT_PARTITION in partitions.attached(session.connection())
+        )
     keep_from = partitions.keep_from(report.cutoff) if partitioned else None
     while True:
         with session_scope(url) as session:
-            chosen, actions, logs = _purge_batch(session, report.cutoff, limit, keep_from)
+            chosen, actions, logs = _purge_batch(
+                session, report.cutoff, limit, keep_from, with_default
+            )
         if chosen:
             report.batches += 1
             report.actions += actions
