@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install services demo test test-fast lint bench bench-web bench-hosts chaos migrate worker beat flower serve up down clean
+.PHONY: help install services demo test test-fast lint bench bench-web bench-hosts bench-retention chaos migrate worker beat flower serve up down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -48,14 +48,18 @@ $(BENCH_INSTALLED): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	@touch $@
 
-bench: $(INSTALLED) $(BENCH_INSTALLED) services  ## benchmarks against plain Celery, Dramatiq and Procrastinate (writes BENCHMARKS.md), then bench-web and bench-hosts
+bench: $(INSTALLED) $(BENCH_INSTALLED) services  ## benchmarks against plain Celery, Dramatiq and Procrastinate (writes BENCHMARKS.md), then admission, web, retention and hosts
 	$(PY) -m tests.benchmarks $(BENCH_ARGS)
 	$(PY) -m tests.benchmarks.bench_admission
 	$(PY) -m tests.benchmarks.bench_web
+	$(PY) -m tests.benchmarks.bench_retention
 	$(PY) -m tests.benchmarks.bench_hosts
 
 bench-hosts:  ## throughput with 1, 2 and 4 worker hosts (network namespaces; root) (writes BENCHMARKS-hosts.md)
 	$(PY) -m tests.benchmarks.bench_hosts
+
+bench-retention:  ## one aol.purge batch on 100k, 1M and 10M finished actions (writes BENCHMARKS-retention.md; ROWS=100000,1000000)
+	$(PY) -m tests.benchmarks.bench_retention $(if $(ROWS),--rows $(ROWS))
 
 bench-web:  ## console pages and API lists on 1,000,000 actions (writes BENCHMARKS-web.md)
 	$(PY) -m tests.benchmarks.bench_web

@@ -696,6 +696,20 @@ class Settings(BaseSettings):
         gt=0,
         description="One aol.purge run stops after this long (the next goes on).",
     )
+    log_partitions_ahead: int = Field(
+        default=2,
+        ge=1,
+        le=24,
+        description="PostgreSQL: aol.purge keeps the execution log's monthly partitions made "
+        "this many months ahead of the current one.",
+    )
+    partition_lock_timeout_ms: int = Field(
+        default=500,
+        ge=10,
+        le=60_000,
+        description="PostgreSQL: how long attaching or dropping a log partition may wait for "
+        "its lock (workers' inserts queue behind it meanwhile); it gives up and retries later.",
+    )
     purge_at_utc: str = Field(
         default="03:17",
         pattern=r"^([01]\d|2[0-3]):[0-5]\d$",

@@ -9,6 +9,7 @@ from alembic import context
 from aicmo.config import get_settings
 from aicmo.db import create_db_engine
 from aicmo.models import metadata
+from aicmo.orchestration import partitions
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -42,6 +43,10 @@ def run_migrations_online() -> None:
                 target_metadata=target_metadata,
                 render_as_batch=connection.dialect.name == "sqlite",
                 compare_type=True,
+                include_name=lambda name, kind, _parents: partitions.compare_include_name(
+                    name, kind
+                ),
+                include_object=partitions.compare_include_object(connection.dialect.name),
             )
             with context.begin_transaction():
                 context.run_migrations()

@@ -2,7 +2,8 @@
 
 ``cam.schedule_ticks``: the due ticks of every ACTIVE campaign (aicmo.cam.schedule).
 ``cam.schedule_daily_metrics``: each live campaign's end-of-day metrics (aicmo.cam.schedule).
-``aol.purge``: delete terminal actions older than the retention (aicmo.orchestration.purge).
+``aol.purge``: make the execution log's monthly partitions ahead (PostgreSQL), then delete
+terminal actions older than the retention (aicmo.orchestration.partitions, .purge).
 
 Like ``aol.sweep`` they are acked on receipt: a run lost with its worker is made up for by the
 next one (every run enqueues what is due, keyed, so runs can repeat, overlap or be lost).
@@ -54,7 +55,14 @@ def register_beat_tasks(app: Celery) -> None:
 
     @app.task(name="aol.purge", ignore_result=True, acks_late=False)
     def purge() -> dict[str, Any]:
-        """Delete terminal actions (and their logs) older than AICMO_RETENTION_DAYS."""
+        """Make the execution log's months ahead (PostgreSQL), then delete terminal actions
+        (and their logs) older than AICMO_RETENTION_DAYS, dropping wholly expired months."""
+        from aicmo.orchestration.partitions import ensure_partitions
         from aicmo.orchestration.purge import purge_finished
 
-        return purge_finished().as_dict()
+        made: list[str] = []
+        try:
+            made = ensure_partitions()
+        except Exception:  # the purge still runs; the next run makes them (months ahead)
+            log.exception("could not make the execution log's partitions")
+        return {**purge_finished().as_dict(), "partitions_made": made}

@@ -132,7 +132,9 @@ class AOLAction(Base):
         back_populates="action",
         order_by="AOLExecutionLog.id",
         cascade="all, delete-orphan",
-        passive_deletes=True,
+        # The ORM deletes an action's log rows itself: PostgreSQL's partitioned log has no
+        # foreign key to cascade (aicmo/orchestration/partitions.py).
+        passive_deletes=False,
     )
 
     __table_args__ = (

@@ -8,6 +8,12 @@ DELETE repeats both conditions. Each batch is its own short transaction; on Post
 are locked with ``SKIP LOCKED``, so an operator replaying a DLQ action at that moment either
 wins (the action is READY again and stays) or waits for the batch and finds nothing.
 
+On PostgreSQL the execution log is partitioned by month (``aicmo.orchestration.partitions``):
+the row-wise pass deletes a batch's log rows only from the month the cutoff falls in and later
+ones (and DEFAULT); once the pass is complete, every month wholly older than the cutoff is
+dropped whole, after copying out the rows of actions that still exist. The retention stays
+day-granular: the boundary month is purged row by row, the months before it by DROP.
+
 Deleted, not archived: the table is the engine's working set, and what is worth keeping for
 longer (campaign metrics, runs, messages, artifacts) lives in its own tables and files. A
 purged action's idempotency key can be used again, so the retention is also the window in which
@@ -18,15 +24,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, delete, select
+from sqlalchemy import BindParameter, bindparam, column, delete, select, table
 from sqlalchemy.orm import Session
 
 from aicmo.config import get_settings
 from aicmo.db import rowcount, session_scope, utcnow
+from aicmo.orchestration import partitions
 from aicmo.orchestration.models import AOLAction, AOLExecutionLog
 from aicmo.orchestration.status import TERMINAL_STATUSES
 
@@ -41,6 +48,7 @@ _TERMINAL: BindParameter[Any] = bindparam(
     literal_execute=True,
 )
 _CHUNK = 900  # ids per IN list (SQLite's old 999-variable limit)
+_DEFAULT_LOGS = table(partitions.DEFAULT_PARTITION, column("action_id"), column("created_at_utc"))
 
 
 @dataclass
@@ -51,6 +59,8 @@ class PurgeReport:
     batches: int = 0
     seconds: float = 0.0
     complete: bool = True  # False: the time budget or batch cap ended the run with rows left
+    partitions_dropped: list[str] = field(default_factory=list)  # PostgreSQL's log months
+    kept_log_rows: int = 0  # rows of surviving actions moved out of a dropped month
 
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
@@ -68,7 +78,45 @@ def batch_query(cutoff: datetime, limit: int) -> Any:
     )
 
 
-def _purge_batch(session: Session, cutoff: datetime, limit: int) -> tuple[int, int, int]:
+def _delete_logs(
+    session: Session, chunk: list[int], keep_from: datetime | None, with_default: bool
+) -> int:
+    if keep_from is None:  # one plain table
+        return rowcount(
+            session.execute(
+                delete(AOLExecutionLog)
+                .where(AOLExecutionLog.action_id.in_(chunk))
+                .execution_options(synchronize_session=False)
+            )
+        )
+    # Partitioned: older months are dropped whole later; only DEFAULT may hold older rows.
+    deleted = rowcount(
+        session.execute(
+            delete(AOLExecutionLog)
+            .where(
+                AOLExecutionLog.action_id.in_(chunk), AOLExecutionLog.created_at_utc >= keep_from
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if not with_default:  # no DEFAULT partition: no row can be older than the months
+        return deleted
+    return deleted + rowcount(
+        session.execute(
+            delete(_DEFAULT_LOGS).where(
+                _DEFAULT_LOGS.c.action_id.in_(chunk), _DEFAULT_LOGS.c.created_at_utc < keep_from
+            )
+        )
+    )
+
+
+def _purge_batch(
+    session: Session,
+    cutoff: datetime,
+    limit: int,
+    keep_from: datetime | None = None,
+    with_default: bool = False,
+) -> tuple[int, int, int]:
     query = batch_query(cutoff, limit)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -76,13 +124,7 @@ def _purge_batch(session: Session, cutoff: datetime, limit: int) -> tuple[int, i
     logs = actions = 0
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        logs += rowcount(
-            session.execute(
-                delete(AOLExecutionLog)
-                .where(AOLExecutionLog.action_id.in_(chunk))
-                .execution_options(synchronize_session=False)
-            )
-        )
+        logs += _delete_logs(session, chunk, keep_from, with_default)
         actions += rowcount(
             session.execute(
                 delete(AOLAction)
@@ -115,9 +157,17 @@ def purge_finished(
     budget = max_seconds if max_seconds is not None else settings.purge_max_seconds
     report = PurgeReport(cutoff=(now or utcnow()) - retention)
     started = time.monotonic()
+    with session_scope(url) as session:
+        partitioned = partitions.is_partitioned(session.connection())
+        with_default = partitioned and (
+            partitions.DEFAULT_PARTITION in partitions.attached(session.connection())
+        )
+    keep_from = partitions.keep_from(report.cutoff) if partitioned else None
     while True:
         with session_scope(url) as session:
-            chosen, actions, logs = _purge_batch(session, report.cutoff, limit)
+            chosen, actions, logs = _purge_batch(
+                session, report.cutoff, limit, keep_from, with_default
+            )
         if chosen:
             report.batches += 1
             report.actions += actions
@@ -129,8 +179,12 @@ def purge_finished(
         ):
             report.complete = False
             break
+    if partitioned and report.complete:
+        # Only now: a month is dropped once none of its actions is left to purge row-wise.
+        dropped = partitions.drop_expired(report.cutoff, url)
+        report.partitions_dropped, report.kept_log_rows = dropped.dropped, dropped.kept_rows
     report.seconds = round(time.monotonic() - started, 3)
-    if report.actions or not report.complete:
+    if report.actions or report.partitions_dropped or not report.complete:
         log.info(
             "purged %d finished action(s) and %d log row(s) older than %s in %d batch(es)%s",
             report.actions,

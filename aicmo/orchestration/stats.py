@@ -1,8 +1,9 @@
 """What an operator watches: queue depth by type and status, the oldest waiting action,
 the dead-letter queue, pauses, and when beat last swept.
 
-``collect`` answers from two small queries (a GROUP BY and a MIN), so it is cheap enough
-to scrape every few seconds. ``prometheus_text`` renders it in the Prometheus text format
+``collect`` answers from small queries (counts per status from an index, estimates for a
+status of millions: aicmo.orchestration.counts; a MIN), so it is cheap enough to scrape every
+few seconds at any table size. ``prometheus_text`` renders it in the Prometheus text format
 (``aicmo stats --prometheus``). The sweep task records a heartbeat here after every sweep,
 which is how ``aicmo health`` knows beat (and a worker to run its sweeps) is alive.
 """
@@ -22,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from aicmo.db import db_now, session_scope, utcnow
+from aicmo.orchestration.counts import count_by_type_and_status
 from aicmo.orchestration.models import AOLAction, AOLControl
 from aicmo.orchestration.status import WAITING_STATUSES, ActionStatus
 
@@ -50,6 +52,7 @@ class Stats:
     paused: list[str] = field(default_factory=list)  # "all" or action types
     last_sweep: Heartbeat | None = None
     known_types: list[str] = field(default_factory=list)
+    estimated: list[str] = field(default_factory=list)  # statuses counted by the planner
 
     @property
     def set_aside(self) -> dict[str, int]:
@@ -98,6 +101,7 @@ class Stats:
             },
             "paused": self.paused,
             "set_aside": self.set_aside,
+            "estimated_statuses": self.estimated,
             "last_sweep": None
             if self.last_sweep is None
             else {
@@ -121,12 +125,8 @@ def collect(
     Ages are measured on the database's clock, the one the rows were written with."""
     now = now or db_now(session)
     stats = Stats(at=now, known_types=sorted(known_types))
-    for action_type, status, count in session.execute(
-        select(AOLAction.action_type, AOLAction.status, func.count()).group_by(
-            AOLAction.action_type, AOLAction.status
-        )
-    ):
-        stats.counts[(action_type, status)] = int(count)
+    # Exact per status from the index, or the planner's estimate for a status of millions.
+    stats.counts, stats.estimated = count_by_type_and_status(session)
     # "Waiting since": a READY action is due at not_before_utc (its retry time after a
     # retry); one scheduled a little ahead (within the dispatch horizon) is not late yet.
     for action_type, oldest in session.execute(

@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -67,7 +67,9 @@ def fill(dsn: str, n: int) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         started = time.monotonic()
         conn.execute(FILL_ACTIONS.format(types=types, ntypes=len(TYPES), n=n))
+        print(f"  {n:,} actions in {time.monotonic() - started:.0f}s", flush=True)
         conn.execute(FILL_LOGS)
+        print(f"  their log in {time.monotonic() - started:.0f}s", flush=True)
         conn.execute(
             "INSERT INTO cam_campaigns (name, status, mode, timezone, tick_every_minutes,"
             " batch_size, daily_send_limit, kill_switch, channels, requires_approval, steps,"
@@ -91,7 +93,27 @@ def fill(dsn: str, n: int) -> None:
             " FROM cam_leads"
         )
         conn.execute("VACUUM ANALYZE")
-        print(f"  filled {n:,} actions and their log in {time.monotonic() - started:.0f}s")
+        print(
+            f"  filled {n:,} actions and their log in {time.monotonic() - started:.0f}s", flush=True
+        )
+
+
+def _log_months(url: str, n: int) -> None:
+    """PostgreSQL's monthly log partitions for the span the rows are spread over (0.5 s
+    apart), as the purge's beat task would have made them."""
+    from sqlalchemy import text
+
+    from aicmo.db import get_engine
+    from aicmo.orchestration import partitions
+
+    with get_engine(url).connect() as conn:
+        now = conn.scalar(text("SELECT now()"))
+        conn.rollback()
+        month = partitions.month_start(now - timedelta(seconds=n * 0.5))
+        while month < partitions.month_start(now):
+            with conn.begin():
+                partitions.create_month(conn, month)
+            month = partitions.add_months(month, 1)
 
 
 def measure(client: httpx.Client, path: str, reps: int) -> tuple[float, float, int]:
@@ -133,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         from aicmo.ops.users import add_user, create_token
 
         upgrade(found.database_url)
+        _log_months(found.database_url, args.actions)
         fill(found.database_url.replace("postgresql+psycopg://", "postgresql://"), args.actions)
         add_user("bench", "admin", PASSWORD, by="bench")
         token = create_token("bench", "bench")

@@ -12,6 +12,7 @@ from sqlalchemy import inspect, text
 from aicmo.db import create_db_engine
 from aicmo.migrate import downgrade, upgrade
 from aicmo.models import metadata
+from aicmo.orchestration import partitions
 
 
 def _differences(url: str) -> list[object]:
@@ -22,10 +23,14 @@ def _differences(url: str) -> list[object]:
                 conn,
                 opts={
                     "compare_type": True,
-                    # Test-only tables (the effect ledger) are not part of the schema.
+                    # Test-only tables (the effect ledger) are not part of the schema, nor
+                    # are the log's monthly partitions (made at run time).
                     "include_name": lambda name, kind, _: (
                         not (kind == "table" and (name or "").startswith("test_"))
+                        and partitions.compare_include_name(name, kind)
                     ),
+                    # PostgreSQL's partitioned log has no foreign key (partitions.py says why).
+                    "include_object": partitions.compare_include_object(conn.dialect.name),
                 },
             )
             return list(compare_metadata(context, metadata))
