@@ -11,6 +11,9 @@ statement: PENDING, no attempt spent, ``not_before`` at now + ``AICMO_CONCURRENC
 the executor frees its slot and wakes the oldest waiter of that key (READY, due now, one
 message) in one statement: waiters are woken by releases, not found by polling.
 
+A waiter row goes when its action is claimed, woken, cancelled, replayed or purged; the
+wake-ups skip a row whose action no longer waits, and the sweeper deletes such rows.
+
 Slots whose holder is no longer RUNNING under that claim (a worker killed: the sweeper's
 lease expiry moved its action on; or a claimer that took a slot and then lost the race for
 the action) are freed by the sweeper (:func:`free_stale`), which wakes a waiter for each.
@@ -169,6 +172,14 @@ WAKE_IF_FREE_PG = """
         last_error = NULL, updated_at_utc = now()
     WHERE id IN (SELECT action_id FROM picked) AND status = 'PENDING'
     RETURNING id, action_type
+"""
+# Waiter rows whose action no longer waits (finished, cancelled, purged; an older version
+# never deleted them on cancel): the wake-ups skip them already, this keeps the table small.
+STALE_WAITERS_SQL = """
+    DELETE FROM aol_slot_waiters WHERE NOT EXISTS (
+        SELECT 1 FROM aol_actions a
+        WHERE a.id = aol_slot_waiters.action_id AND a.status IN ('PENDING', 'READY', 'RETRY')
+    )
 """
 STALE_SQL = """
     UPDATE aol_slots SET action_id = NULL, token = NULL, taken_at_utc = NULL
@@ -373,10 +384,12 @@ def wake(store: st.ActionStore, key: str, n: int) -> None:
 
 
 def free_stale(engine: Engine, dispatcher: Dispatcher | None = None) -> int:
-    """The sweeper's step: free slots whose holder is not RUNNING under that claim (its lease
-    expired and the action moved on, or the claimer lost the action) and wake a waiter for
-    each freed slot. Returns how many slots were freed."""
+    """The sweeper's step: delete waiter rows of actions that no longer wait, free slots whose
+    holder is not RUNNING under that claim (its lease expired and the action moved on, or
+    the claimer lost the action) and wake a waiter for each freed slot. Returns how many
+    slots were freed."""
     with engine.begin() as conn:
+        conn.execute(text(STALE_WAITERS_SQL))
         keys = [row[0] for row in conn.execute(text(STALE_SQL))]
         woken: list[tuple[int, str]] = []
         if keys and engine.dialect.name != "postgresql":

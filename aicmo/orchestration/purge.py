@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from aicmo.config import get_settings
 from aicmo.db import rowcount, session_scope, utcnow
-from aicmo.orchestration.models import AOLAction, AOLExecutionLog
+from aicmo.orchestration.models import AOLAction, AOLExecutionLog, AOLSlotWaiter
 from aicmo.orchestration.status import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,11 @@ def _purge_batch(session: Session, cutoff: datetime, limit: int) -> tuple[int, i
     logs = actions = 0
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
+        session.execute(
+            delete(AOLSlotWaiter)
+            .where(AOLSlotWaiter.action_id.in_(chunk))
+            .execution_options(synchronize_session=False)
+        )
         logs += rowcount(
             session.execute(
                 delete(AOLExecutionLog)
