@@ -77,8 +77,13 @@ CLAIM_KEYED_PG = st._pyformat(
         SELECT id, {{key}} AS ckey FROM aol_actions {_PG_WHERE}
     ),
     made AS (
+        -- Only for a key whose top slot is missing (new, or its limit raised): not `limit`
+        -- conflicting inserts on every claim.
         INSERT INTO aol_slots (key, slot)
         SELECT t.ckey, g FROM target t, generate_series(1, CAST(:limit AS INTEGER)) g
+        WHERE NOT EXISTS (
+            SELECT 1 FROM aol_slots s0 WHERE s0.key = t.ckey AND s0.slot = CAST(:limit AS INTEGER)
+        )
         ON CONFLICT DO NOTHING RETURNING key
     ),
     slot AS (
@@ -360,7 +365,7 @@ def _send(woken: list[tuple[int, str]], dispatcher: Dispatcher | None = None) ->
 def release(store: st.ActionStore, token: str) -> None:
     """Free the slot ``token`` holds (if any) and wake the oldest waiter of its key."""
     if store.direct is not None:
-        woken = _fetchall(store, RELEASE_PG, {"token": token})
+        woken = _fetchall(store, RELEASE_PG, {"token": token}, durable=False)
     else:
         with store.engine.begin() as conn:
             key = conn.execute(
@@ -371,6 +376,26 @@ def release(store: st.ActionStore, token: str) -> None:
                 {"token": token},
             ).scalar()
             woken = _sqlite_wake(conn, key, 1) if key is not None else []
+    _send(woken)
+
+
+def release_in(conn: Any, token: str) -> list[tuple[int, str]]:
+    """:func:`release` inside the caller's transaction (the SUCCESS of the slot's holder):
+    returns the woken waiters, to :func:`send_woken` once that transaction has committed."""
+    if conn.dialect.name == "postgresql":
+        sql = RELEASE_PG.replace("%(token)s", ":token")
+        return [(row[0], row[1]) for row in conn.execute(text(sql), {"token": token})]
+    key = conn.execute(
+        text(
+            "UPDATE aol_slots SET action_id = NULL, token = NULL, taken_at_utc = NULL "
+            "WHERE token = :token RETURNING key"
+        ),
+        {"token": token},
+    ).scalar()
+    return _sqlite_wake(conn, key, 1) if key is not None else []
+
+
+def send_woken(woken: list[tuple[int, str]]) -> None:
     _send(woken)
 
 
@@ -411,9 +436,20 @@ def free_stale(engine: Engine, dispatcher: Dispatcher | None = None) -> int:
     return len(keys)
 
 
-def _fetchall(store: st.ActionStore, sql: str, params: dict[str, Any]) -> list[tuple[int, str]]:
+def _fetchall(
+    store: st.ActionStore, sql: str, params: dict[str, Any], *, durable: bool = True
+) -> list[tuple[int, str]]:
+    """``durable=False``: commit without waiting for the WAL flush (one fsync less per keyed
+    action). Only for the release: if a crash loses it, the slot stays taken by a token whose
+    action is no longer RUNNING, which the sweeper's :func:`free_stale` frees (and wakes a
+    waiter for), so a lost release only delays, never exceeds a limit."""
     assert store.direct is not None
     conn = store.direct._connect()
     with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(row[0], row[1]) for row in cursor.fetchall()]
+        if durable:
+            cursor.execute(sql, params)
+            return [(row[0], row[1]) for row in cursor.fetchall()]
+        with conn.transaction():
+            cursor.execute("SET LOCAL synchronous_commit = off")
+            cursor.execute(sql, params)
+            return [(row[0], row[1]) for row in cursor.fetchall()]
