@@ -396,7 +396,13 @@ class Executor:
                 woken = None
                 if spec.concurrency is not None:
                     # The slot is freed with SUCCESS, in one commit: no transaction of its own.
-                    woken = concurrency.release_in(session.connection(), token)
+                    # In a savepoint: a failed release must not undo the success (the
+                    # release after the run, or the sweeper, frees the slot then).
+                    try:
+                        with session.begin_nested():
+                            woken = concurrency.release_in(session.connection(), token)
+                    except Exception:  # a dead connection fails the commit below anyway
+                        log.exception("action %s: slot not released with its success", action.id)
                 session.commit()
                 if woken is not None:
                     self._released.add(token)

@@ -219,3 +219,59 @@ def test_a_cancelled_waiter_leaves_no_row_and_holds_up_no_one(
     with recording_dispatcher():
         concurrency.free_stale(get_engine(database_url))
     assert _waiters(database_url) == [live]
+
+
+def test_a_slot_is_freed_with_the_success_and_a_failed_release_undoes_nothing(
+    database_url: str, celery_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keyed handler that used the session frees its slot in the SUCCESS transaction (no
+    slot held after the run); if that release fails, the success stands and the release
+    after the run frees the slot."""
+    from aicmo.orchestration import concurrency
+    from aicmo.orchestration.executor import Executor, OutcomeKind
+    from tests.support.campaigns import recording_dispatcher
+
+    def held() -> int:
+        with session_factory(database_url)() as s:
+            return int(
+                s.execute(text("SELECT count(*) FROM aol_slots WHERE token IS NOT NULL")).scalar()
+                or 0
+            )
+
+    with recording_dispatcher(), session_factory(database_url)() as s, s.begin():
+        ids = [
+            ActionQueue.enqueue_action(s, "T_KEYED", {"account": "s", "sleep": 0, "tag": t}).id
+            for t in ("first", "second", "third")
+        ]
+    executor = Executor()
+    with recording_dispatcher():
+        # A key's first claim makes its slot rows, parks and is woken at once: run again.
+        if executor.run(ids[0], "T_KEYED").kind is OutcomeKind.WAITING:
+            assert executor.run(ids[0], "T_KEYED").kind is OutcomeKind.SUCCEEDED
+        assert held() == 0
+        released_after: list[str] = []
+        real_release = concurrency.release
+
+        def broken(conn: Any, token: str) -> Any:
+            raise RuntimeError("release broken on purpose")
+
+        def counting(store: Any, token: str) -> None:
+            released_after.append(token)
+            real_release(store, token)
+
+        monkeypatch.setattr(concurrency, "release_in", broken)
+        monkeypatch.setattr(concurrency, "release", counting)
+        assert executor.run(ids[1], "T_KEYED").kind is OutcomeKind.SUCCEEDED
+        assert len(released_after) == 1  # the fallback ran ...
+        assert held() == 0  # ... and freed the slot
+        monkeypatch.undo()
+        monkeypatch.setattr(concurrency, "release", counting)
+        released_after.clear()
+        assert executor.run(ids[2], "T_KEYED").kind is OutcomeKind.SUCCEEDED
+        assert released_after == []  # freed in its SUCCESS transaction: no release after
+        assert held() == 0
+    with session_factory(database_url)() as s:
+        statuses = s.execute(
+            text("SELECT status FROM aol_actions WHERE id = ANY(:ids)"), {"ids": ids}
+        ).scalars()
+        assert set(statuses) == {"SUCCESS"}
