@@ -234,7 +234,12 @@ def test_a_slot_is_freed_with_the_success_and_a_failed_release_undoes_nothing(
     def held() -> int:
         with session_factory(database_url)() as s:
             return int(
-                s.execute(text("SELECT count(*) FROM aol_slots WHERE token IS NOT NULL")).scalar()
+                s.execute(
+                    text(
+                        "SELECT count(*) FROM aol_slots"
+                        " WHERE key = 'T_KEYED:account=s' AND token IS NOT NULL"
+                    )
+                ).scalar()
                 or 0
             )
 
