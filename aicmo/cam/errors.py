@@ -6,7 +6,7 @@ Those a handler raises are :class:`PermanentError` (FAILED, never retried) or
 
 from __future__ import annotations
 
-from aicmo.orchestration.errors import PermanentError, TransientError
+from aicmo.orchestration.errors import Deferred, PermanentError, TransientError
 
 
 class CampaignError(Exception):
@@ -50,8 +50,11 @@ class CampaignHalted(CampaignError, PermanentError):
     """
 
 
-class DailyLimitReached(CampaignError, TransientError):
-    """The campaign published its daily limit; the publish waits for the next local day."""
+class DailyLimitReached(CampaignError, Deferred):
+    """The campaign published its daily limit; the publish waits for the next local day.
+
+    A deferral (as a closed send window is): the attempt is given back, so a publish can
+    wait any number of days and never reach the DLQ by waiting."""
 
 
 class TickLeaseLost(CampaignError, TransientError):

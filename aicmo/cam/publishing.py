@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from aicmo.cam import admission, keys
 from aicmo.cam.campaigns import EMAIL, StepSpec, get_campaign
-from aicmo.cam.clock import today_bounds
+from aicmo.cam.clock import today_bounds, zone
 from aicmo.cam.errors import (
     CampaignHalted,
     DailyLimitReached,
@@ -290,10 +290,11 @@ def open_publish(
 
     Raises :class:`ReviewGateClosed` unless the message is APPROVED (or QUEUED/FAILED by this
     very action, i.e. a retry or a replay), :class:`CampaignHalted`, :class:`LeadNotContactable`,
-    :class:`MessageUnbuildable` or :class:`DailyLimitReached` (transient: retried at the next
-    local midnight), and the recipient's admission (:mod:`aicmo.cam.admission`): outside the
-    send window, over a frequency cap. On success the message is QUEUED by this action with
-    its reservation set, in the caller's transaction.
+    :class:`MessageUnbuildable` or :class:`DailyLimitReached` (a deferral: no attempt spent,
+    due again at the next local midnight), and the recipient's admission
+    (:mod:`aicmo.cam.admission`): outside the send window, over a frequency cap. On success
+    the message is QUEUED by this action with its reservation set, in the caller's
+    transaction.
     """
     campaign_id = session.scalar(
         select(OutreachMessage.campaign_id).where(OutreachMessage.id == message_id)
@@ -343,9 +344,11 @@ def open_publish(
     if admitted_today(session, campaign, now, message.id) >= campaign.daily_send_limit:
         _, day_end = today_bounds(now, campaign.timezone)
         wait = math.ceil((day_end - now).total_seconds()) + 1
+        local = day_end.astimezone(zone(campaign.timezone))
         raise DailyLimitReached(
-            f"campaign {campaign.id} published or is sending its daily limit of "
-            f"{campaign.daily_send_limit}",
+            f"waiting for the daily limit until {local.isoformat()} ({campaign.timezone}; "
+            f"{day_end.isoformat()} UTC): campaign {campaign.id} published or is sending its "
+            f"daily limit of {campaign.daily_send_limit}",
             retry_after=wait,
         )
     # Last: the person's lock is the one held the shortest (and always after the campaign's).
@@ -383,8 +386,9 @@ def begin_publish(
       lock, so a resume either comes before (and this publish sends) or sees it.
     * :class:`LeadNotContactable`, :class:`MessageUnbuildable`,
       :class:`~aicmo.cam.admission.FrequencyCapExceeded`: FAILED now, its room freed.
-    * :class:`~aicmo.cam.admission.SendWindowClosed`, :class:`~aicmo.cam.admission.FrequencyCapped`:
-      deferrals (the attempt is given back); the message keeps its state and waits.
+    * :class:`DailyLimitReached`, :class:`~aicmo.cam.admission.SendWindowClosed`,
+      :class:`~aicmo.cam.admission.FrequencyCapped`: deferrals (the attempt is given back);
+      the message keeps its state and waits.
     """
     try:
         return open_publish(session, message_id, action_id, now, proof_mode)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from aicmo.cam.campaigns import get_campaign
 from aicmo.cam.errors import MessageNotFound, ReviewError
-from aicmo.cam.models import Lead, OutreachMessage, PublishStatus
+from aicmo.cam.models import Campaign, Lead, OutreachMessage, PublishStatus
 from aicmo.cam.publishing import queue_approved
 from aicmo.db import utcnow
 from aicmo.orchestration import manager
@@ -126,9 +126,36 @@ def approve(
     return _result(message)
 
 
+def lock_in_order(session: Session, message_ids: Sequence[int], campaigns: bool = True) -> None:
+    """Take the row locks a batch of decisions needs up front, in one global order: the
+    campaigns (``ORDER BY id``), then the messages (``ORDER BY id``). Two callers deciding on
+    overlapping messages of several campaigns, in any order, then wait for each other
+    instead of each holding what the other needs next (a deadlock)."""
+    ids = sorted(set(message_ids))
+    if not ids:
+        return
+    if campaigns:
+        owners = select(OutreachMessage.campaign_id).where(OutreachMessage.id.in_(ids))
+        session.execute(
+            select(Campaign.id)
+            .where(Campaign.id.in_(owners))
+            .order_by(Campaign.id)
+            .with_for_update()
+        ).all()
+    session.execute(
+        select(OutreachMessage.id)
+        .where(OutreachMessage.id.in_(ids))
+        .order_by(OutreachMessage.id)
+        .with_for_update()
+    ).all()
+
+
 def approve_many(
     session: Session, message_ids: Sequence[int], reviewer: str, note: str | None = None
 ) -> list[ReviewResult]:
+    """:func:`approve` for each message, in the order given, with every lock taken first
+    in the global order (:func:`lock_in_order`)."""
+    lock_in_order(session, message_ids)
     return [approve(session, message_id, reviewer, note) for message_id in message_ids]
 
 
@@ -174,6 +201,14 @@ def reject(
         extra={"campaign_id": message.campaign_id, "message_id": message_id},
     )
     return _result(message)
+
+
+def reject_many(
+    session: Session, message_ids: Sequence[int], reviewer: str, reason: str | None = None
+) -> list[ReviewResult]:
+    """:func:`reject` for each message, the messages' locks taken first in id order."""
+    lock_in_order(session, message_ids, campaigns=False)
+    return [reject(session, message_id, reviewer, reason) for message_id in message_ids]
 
 
 def list_messages(

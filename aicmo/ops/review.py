@@ -66,7 +66,7 @@ def approve(
     from aicmo.cam import review
 
     with session_scope() as session:
-        return [_decision(review.approve(session, mid, reviewer, note)) for mid in message_ids]
+        return [_decision(r) for r in review.approve_many(session, message_ids, reviewer, note)]
 
 
 def reject(
@@ -75,7 +75,7 @@ def reject(
     from aicmo.cam import review
 
     with session_scope() as session:
-        return [_decision(review.reject(session, mid, reviewer, reason)) for mid in message_ids]
+        return [_decision(r) for r in review.reject_many(session, message_ids, reviewer, reason)]
 
 
 def import_leads(file: Path, campaign_id: int, source: str) -> dict[str, Any]:

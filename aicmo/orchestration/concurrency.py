@@ -11,6 +11,9 @@ statement: PENDING, no attempt spent, ``not_before`` at now + ``AICMO_CONCURRENC
 the executor frees its slot and wakes the oldest waiter of that key (READY, due now, one
 message) in one statement: waiters are woken by releases, not found by polling.
 
+A waiter row goes when its action is claimed, woken, cancelled, replayed or purged; the
+wake-ups skip a row whose action no longer waits, and the sweeper deletes such rows.
+
 Slots whose holder is no longer RUNNING under that claim (a worker killed: the sweeper's
 lease expiry moved its action on; or a claimer that took a slot and then lost the race for
 the action) are freed by the sweeper (:func:`free_stale`), which wakes a waiter for each.
@@ -73,8 +76,13 @@ CLAIM_KEYED_PG = st._pyformat(
         SELECT id, {{key}} AS ckey FROM aol_actions {_PG_WHERE}
     ),
     made AS (
+        -- Only for a key whose top slot is missing (new, or its limit raised): not `limit`
+        -- conflicting inserts on every claim.
         INSERT INTO aol_slots (key, slot)
         SELECT t.ckey, g FROM target t, generate_series(1, CAST(:limit AS INTEGER)) g
+        WHERE NOT EXISTS (
+            SELECT 1 FROM aol_slots s0 WHERE s0.key = t.ckey AND s0.slot = CAST(:limit AS INTEGER)
+        )
         ON CONFLICT DO NOTHING RETURNING key
     ),
     slot AS (
@@ -168,6 +176,14 @@ WAKE_IF_FREE_PG = """
         last_error = NULL, updated_at_utc = now()
     WHERE id IN (SELECT action_id FROM picked) AND status = 'PENDING'
     RETURNING id, action_type
+"""
+# Waiter rows whose action no longer waits (finished, cancelled, purged; an older version
+# never deleted them on cancel): the wake-ups skip them already, this keeps the table small.
+STALE_WAITERS_SQL = """
+    DELETE FROM aol_slot_waiters WHERE NOT EXISTS (
+        SELECT 1 FROM aol_actions a
+        WHERE a.id = aol_slot_waiters.action_id AND a.status IN ('PENDING', 'READY', 'RETRY')
+    )
 """
 STALE_SQL = """
     UPDATE aol_slots SET action_id = NULL, token = NULL, taken_at_utc = NULL
@@ -350,7 +366,7 @@ def _send(woken: list[tuple[int, str]], dispatcher: Dispatcher | None = None) ->
 def release(store: st.ActionStore, token: str) -> None:
     """Free the slot ``token`` holds (if any) and wake the oldest waiter of its key."""
     if store.direct is not None:
-        woken = _fetchall(store, RELEASE_PG, {"token": token})
+        woken = _fetchall(store, RELEASE_PG, {"token": token}, durable=False)
     else:
         with store.engine.begin() as conn:
             key = conn.execute(
@@ -364,6 +380,26 @@ def release(store: st.ActionStore, token: str) -> None:
     _send(woken)
 
 
+def release_in(conn: Any, token: str) -> list[tuple[int, str]]:
+    """:func:`release` inside the caller's transaction (the SUCCESS of the slot's holder):
+    returns the woken waiters, to :func:`send_woken` once that transaction has committed."""
+    if conn.dialect.name == "postgresql":
+        sql = RELEASE_PG.replace("%(token)s", ":token")
+        return [(row[0], row[1]) for row in conn.execute(text(sql), {"token": token})]
+    key = conn.execute(
+        text(
+            "UPDATE aol_slots SET action_id = NULL, token = NULL, taken_at_utc = NULL "
+            "WHERE token = :token RETURNING key"
+        ),
+        {"token": token},
+    ).scalar()
+    return _sqlite_wake(conn, key, 1) if key is not None else []
+
+
+def send_woken(woken: list[tuple[int, str]]) -> None:
+    _send(woken)
+
+
 def wake(store: st.ActionStore, key: str, n: int) -> None:
     if store.direct is not None:
         woken = _fetchall(store, WAKE_PG, {"key": key, "n": n})
@@ -374,10 +410,12 @@ def wake(store: st.ActionStore, key: str, n: int) -> None:
 
 
 def free_stale(engine: Engine, dispatcher: Dispatcher | None = None) -> int:
-    """The sweeper's step: free slots whose holder is not RUNNING under that claim (its lease
-    expired and the action moved on, or the claimer lost the action) and wake a waiter for
-    each freed slot. Returns how many slots were freed."""
+    """The sweeper's step: delete waiter rows of actions that no longer wait, free slots whose
+    holder is not RUNNING under that claim (its lease expired and the action moved on, or
+    the claimer lost the action) and wake a waiter for each freed slot. Returns how many
+    slots were freed."""
     with engine.begin() as conn:
+        conn.execute(text(STALE_WAITERS_SQL))
         keys = [row[0] for row in conn.execute(text(STALE_SQL))]
         woken: list[tuple[int, str]] = []
         if keys and engine.dialect.name != "postgresql":
@@ -399,9 +437,20 @@ def free_stale(engine: Engine, dispatcher: Dispatcher | None = None) -> int:
     return len(keys)
 
 
-def _fetchall(store: st.ActionStore, sql: str, params: dict[str, Any]) -> list[tuple[int, str]]:
+def _fetchall(
+    store: st.ActionStore, sql: str, params: dict[str, Any], *, durable: bool = True
+) -> list[tuple[int, str]]:
+    """``durable=False``: commit without waiting for the WAL flush (one fsync less per keyed
+    action). Only for the release: if a crash loses it, the slot stays taken by a token whose
+    action is no longer RUNNING, which the sweeper's :func:`free_stale` frees (and wakes a
+    waiter for), so a lost release only delays, never exceeds a limit."""
     assert store.direct is not None
     conn = store.direct._connect()
     with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(row[0], row[1]) for row in cursor.fetchall()]
+        if durable:
+            cursor.execute(sql, params)
+            return [(row[0], row[1]) for row in cursor.fetchall()]
+        with conn.transaction():
+            cursor.execute("SET LOCAL synchronous_commit = off")
+            cursor.execute(sql, params)
+            return [(row[0], row[1]) for row in cursor.fetchall()]

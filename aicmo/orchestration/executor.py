@@ -133,6 +133,8 @@ class Executor:
     # action id -> token of a claim whose answer never came (the database was unreachable):
     # the message's retry asks first whether that claim went through.
     _unanswered: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    # Claim tokens whose concurrency slot was freed in their SUCCESS transaction already.
+    _released: set[str] = field(default_factory=set, init=False, repr=False)
 
     def _engine(self) -> Engine:
         return self.engine or get_engine(self.settings.database_url)
@@ -178,11 +180,15 @@ class Executor:
         try:
             return self._execute(action, claimed, spec, token, payload)
         finally:
-            # After the outcome is recorded: the next waiter of the key may run now.
-            try:
-                concurrency.release(self.store, token)
-            except Exception:
-                log.exception("action %s: slot not released (the sweeper frees it)", action.id)
+            # After the outcome is recorded: the next waiter of the key may run now. A
+            # success through the handler's session freed its slot in that very transaction.
+            if token in self._released:
+                self._released.discard(token)
+            else:
+                try:
+                    concurrency.release(self.store, token)
+                except Exception:
+                    log.exception("action %s: slot not released (the sweeper frees it)", action.id)
 
     def _execute(
         self,
@@ -395,7 +401,20 @@ class Executor:
                 session.flush()
                 if not self.store.succeed(session.connection(), claimed, token, **values):
                     raise LeaseLost(f"action {action.id}: claim {token} is no longer held")
+                woken = None
+                if spec.concurrency is not None:
+                    # The slot is freed with SUCCESS, in one commit: no transaction of its own.
+                    # In a savepoint: a failed release must not undo the success (the
+                    # release after the run, or the sweeper, frees the slot then).
+                    try:
+                        with session.begin_nested():
+                            woken = concurrency.release_in(session.connection(), token)
+                    except Exception:  # a dead connection fails the commit below anyway
+                        log.exception("action %s: slot not released with its success", action.id)
                 session.commit()
+                if woken is not None:
+                    self._released.add(token)
+                    concurrency.send_woken(woken)
             elif not self.store.succeed_alone(claimed, token, **values):
                 raise LeaseLost(f"action {action.id}: claim {token} is no longer held")
         finally:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from aicmo.db import db_clock, rowcount, utcnow
 from aicmo.orchestration.dispatch import Dispatch
 from aicmo.orchestration.errors import ActionNotFound, InvalidTransition
-from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
+from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog, AOLSlotWaiter
 from aicmo.orchestration.queue import dispatch_after_commit
 from aicmo.orchestration.registry import registry
 from aicmo.orchestration.status import (
@@ -84,6 +84,7 @@ def replay_many(session: Session, action_ids: Sequence[int], by: str = "operator
         .execution_options(synchronize_session=False)
     ).all()
     if rows:
+        drop_waiters(session, [action_id for action_id, _ in rows])
         session.execute(
             insert(AOLExecutionLog),
             [
@@ -147,12 +148,24 @@ def cancel(session: Session, action_id: int, by: str = "operator") -> AOLAction:
             f"action {action_id} is {action.status}; only "
             f"{_names(CANCELLABLE_STATUSES)} actions can be cancelled"
         )
+    drop_waiters(session, [action_id])
     session.execute(
         insert(AOLExecutionLog).values(
             action_id=action_id, event=LogEvent.CANCELLED, worker=by, created_at_utc=now
         )
     )
     return action
+
+
+def drop_waiters(session: Session, action_ids: Sequence[int]) -> None:
+    """An action leaving the parked state by an operator's hand (cancel, replay, purge) is no
+    longer a waiter of its concurrency key: its row goes in the same transaction."""
+    if action_ids:
+        session.execute(
+            delete(AOLSlotWaiter)
+            .where(AOLSlotWaiter.action_id.in_(list(action_ids)))
+            .execution_options(synchronize_session=False)
+        )
 
 
 # -- pause ---------------------------------------------------------------------------------

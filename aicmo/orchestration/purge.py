@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from aicmo.config import get_settings
 from aicmo.db import rowcount, session_scope, utcnow
 from aicmo.orchestration import partitions
-from aicmo.orchestration.models import AOLAction, AOLExecutionLog
+from aicmo.orchestration.models import AOLAction, AOLExecutionLog, AOLSlotWaiter
 from aicmo.orchestration.status import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,11 @@ def _purge_batch(
     logs = actions = 0
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
+        session.execute(
+            delete(AOLSlotWaiter)
+            .where(AOLSlotWaiter.action_id.in_(chunk))
+            .execution_options(synchronize_session=False)
+        )
         logs += _delete_logs(session, chunk, keep_from, with_default)
         actions += rowcount(
             session.execute(

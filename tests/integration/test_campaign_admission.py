@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select, text, update
@@ -209,6 +210,8 @@ def live_workers(
         "AICMO_SMTP_PORT": str(slow_smtp.port),
         "AICMO_SMTP_SECURITY": "none",
         "AICMO_CAM_FREQUENCY_CAPS": DEFAULT_CAPS,
+        # Live campaign mail carries signed unsubscribe links (aicmo.cam.outcomes.tokens).
+        "AICMO_EMAIL_TOKEN_KEYS": "test-token-key",
     }
     started = [worker(log_dir, concurrency=2, env=env, extra=["-Q", "aol"]) for _ in range(WORKERS)]
     for process in started:
@@ -314,3 +317,51 @@ def test_a_worker_defers_a_publish_outside_the_window_and_says_until_when(
         assert f"waiting for send window until {opening.isoformat()}" in page
     finally:
         web.stop()
+
+
+@pytest.mark.usefixtures("celery_app")
+def test_the_daily_limit_is_a_deferral_that_spends_no_attempt(database_url: str) -> None:
+    """A publish over its campaign's daily limit waits for the local midnight like a closed
+    send window: RETRY, its attempt given back (waiting can never reach the DLQ), not_before
+    at the reset, and ``aicmo actions show`` says what it waits for."""
+    from click.testing import CliRunner
+
+    from aicmo.cam import keys
+    from aicmo.cam.clock import today_bounds
+    from aicmo.cli import main
+    from aicmo.ops.actions import show_action
+    from aicmo.orchestration.executor import Executor, OutcomeKind
+    from aicmo.orchestration.queue import ActionQueue
+
+    people = [ADA, {"email": "bob@example.com", "first_name": "Bob"}]
+    [(_, first_action), (second, _)] = approved(
+        database_url, people, timezone="Asia/Tokyo", daily_send_limit=1
+    )
+    with support.recording_dispatcher():
+        with session_factory(database_url)() as s, s.begin():  # by hand: past the reservation
+            over = ActionQueue.enqueue_action(
+                s, keys.PUBLISH, {"message_id": second}, keys.publish_key(second)
+            ).id
+        assert Executor().run(first_action, keys.PUBLISH).kind is OutcomeKind.SUCCEEDED
+        for round_ in (1, 2):  # twice: a second wait spends nothing either
+            if round_ == 2:  # due again at once, as if the day had turned without room
+                with session_factory(database_url)() as s, s.begin():
+                    s.execute(
+                        text("UPDATE aol_actions SET not_before_utc = now() WHERE id = :id"),
+                        {"id": over},
+                    )
+            outcome = Executor().run(over, keys.PUBLISH)
+            assert outcome.kind is OutcomeKind.RETRY, outcome
+    with session_factory(database_url)() as s:
+        action = s.get(AOLAction, over)
+        assert action is not None
+        assert (action.status, action.attempts) == ("RETRY", 0)
+    _, reset = today_bounds(datetime.now(UTC), "Asia/Tokyo")
+    assert abs((action.not_before_utc - reset).total_seconds()) < 5
+    shown = show_action(over)
+    assert shown["waiting"] is not None
+    assert shown["waiting"].startswith("waiting for the daily limit")
+    assert reset.astimezone(ZoneInfo("Asia/Tokyo")).isoformat() in shown["waiting"]
+    cli = CliRunner(env={"COLUMNS": "250"}).invoke(main, ["actions", "show", str(over)])
+    assert cli.exit_code == 0, cli.output
+    assert "waiting for the daily limit" in cli.output

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from aicmo.cam import campaigns, keys, review
 from aicmo.cam.errors import MessageNotFound, ReviewError
@@ -236,3 +236,38 @@ def test_approving_many_in_one_transaction_publishes_only_after_the_commit(
         install_dispatcher(previous)
     assert sorted(check.ids) == sorted(r.publish_action_id for r in results)
     assert check.invisible == []
+
+
+def _decide_many(url: str, decide: Any, ids: list[int]) -> list[review.ReviewResult]:
+    with session_factory(url)() as s, s.begin():
+        results: list[review.ReviewResult] = decide(s, ids, "ada")
+        return results
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_batches_over_two_campaigns_in_opposite_orders_never_deadlock(
+    database_url: str, decision: str
+) -> None:
+    """Deterministic: a third session holds message a1, so the first caller stops on it
+    holding whatever it took before; the second caller runs into the first. Locking in
+    input order (campaign A, then B for the first; B, then A for the second) was a deadlock
+    the moment a1 was let go; one global order makes the second simply wait."""
+    decide = getattr(review, f"{decision}_many")
+    _, (a1, a2) = drafted(database_url, n=2)
+    _, (b1, b2) = drafted(database_url, n=2)
+    with session_factory(database_url)() as blocker:
+        blocker.begin()
+        blocker.execute(
+            text("SELECT id FROM cam_outreach_messages WHERE id = :id FOR UPDATE"), {"id": a1}
+        )
+        first = support.Thread(_decide_many, database_url, decide, [a1, b1])
+        first.start()
+        support.wait_for_lock_waiter(database_url)
+        second = support.Thread(_decide_many, database_url, decide, [b1, a2, a1])
+        second.start()
+        support.wait_for_lock_waiter(database_url, waiters=2)
+        blocker.rollback()
+    results = first.join_result() + second.join_result()  # a deadlock raises here
+    want = "QUEUED" if decision == "approve" else "REJECTED"
+    assert {r.message_id: r.publish_status for r in results} == {a1: want, a2: want, b1: want}
+    assert b2  # untouched

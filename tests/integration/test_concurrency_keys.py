@@ -162,3 +162,121 @@ def test_the_same_limit_on_the_embedded_sqlite_path(tmp_path: Path) -> None:
     assert [item.action_id for item in sent.sent] == [ids[2]]  # the waiter, woken
     again = concurrency.claim(store, spec, ids[2], "tok-again", lease_seconds=30, skew_seconds=0)
     assert again.claimed is not None
+
+
+def _waiters(url: str) -> list[int]:
+    with session_factory(url)() as s:
+        return list(s.scalars(text("SELECT action_id FROM aol_slot_waiters ORDER BY action_id")))
+
+
+def test_a_cancelled_waiter_leaves_no_row_and_holds_up_no_one(
+    database_url: str, celery_app: Any
+) -> None:
+    """In this process, on PostgreSQL: two holders, two parked. Cancelling the first parked
+    one deletes its waiter row, and the next release wakes the second; rows a finished or
+    purged action left behind (older versions never deleted them) go at the next sweep."""
+    from aicmo.orchestration import concurrency, manager
+    from aicmo.orchestration.registry import registry
+    from aicmo.orchestration.store import ActionStore
+    from tests.support.campaigns import recording_dispatcher
+
+    store = ActionStore(get_engine(database_url))
+    spec = registry.get("T_KEYED")
+    with recording_dispatcher(), session_factory(database_url)() as s, s.begin():
+        ids = [ActionQueue.enqueue_action(s, "T_KEYED", {"account": "w"}).id for _ in range(4)]
+
+    def claim(action_id: int) -> concurrency.KeyedClaim:
+        return concurrency.claim(
+            store, spec, action_id, f"tok{action_id}", lease_seconds=30, skew_seconds=0
+        )
+
+    with recording_dispatcher():
+        # A key's first claim makes its slot rows, parks and is woken at once: claim again.
+        if claim(ids[0]).claimed is None:
+            assert claim(ids[0]).claimed is not None
+        claims = [claim(i) for i in ids[1:]]
+    assert [True] + [c.claimed is not None for c in claims] == [True, True, False, False]
+    assert _waiters(database_url) == ids[2:]
+    with session_factory(database_url)() as s, s.begin():
+        manager.cancel(s, ids[2], by="test")
+    assert _waiters(database_url) == [ids[3]]
+    with recording_dispatcher() as sent:
+        concurrency.release(store, f"tok{ids[0]}")
+    assert [item.action_id for item in sent.sent] == [ids[3]]
+    assert _waiters(database_url) == []
+    # Leftovers: a cancelled action's row and one whose action is gone; a live one stays.
+    with session_factory(database_url)() as s, s.begin():
+        live = ActionQueue.enqueue_action(s, "T_KEYED", {"account": "w"}).id
+    with session_factory(database_url)() as s, s.begin():
+        s.execute(
+            text(
+                "INSERT INTO aol_slot_waiters (action_id, key, since_utc) VALUES "
+                "(:cancelled, 'T_KEYED:account=w', now()), (987654321, 'T_KEYED:account=w', now()),"
+                " (:live, 'T_KEYED:account=w', now())"
+            ),
+            {"cancelled": ids[2], "live": live},
+        )
+    with recording_dispatcher():
+        concurrency.free_stale(get_engine(database_url))
+    assert _waiters(database_url) == [live]
+
+
+def test_a_slot_is_freed_with_the_success_and_a_failed_release_undoes_nothing(
+    database_url: str, celery_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keyed handler that used the session frees its slot in the SUCCESS transaction (no
+    slot held after the run); if that release fails, the success stands and the release
+    after the run frees the slot."""
+    from aicmo.orchestration import concurrency
+    from aicmo.orchestration.executor import Executor, OutcomeKind
+    from tests.support.campaigns import recording_dispatcher
+
+    def held() -> int:
+        with session_factory(database_url)() as s:
+            return int(
+                s.execute(
+                    text(
+                        "SELECT count(*) FROM aol_slots"
+                        " WHERE key = 'T_KEYED:account=s' AND token IS NOT NULL"
+                    )
+                ).scalar()
+                or 0
+            )
+
+    with recording_dispatcher(), session_factory(database_url)() as s, s.begin():
+        ids = [
+            ActionQueue.enqueue_action(s, "T_KEYED", {"account": "s", "sleep": 0, "tag": t}).id
+            for t in ("first", "second", "third")
+        ]
+    executor = Executor()
+    with recording_dispatcher():
+        # A key's first claim makes its slot rows, parks and is woken at once: run again.
+        if executor.run(ids[0], "T_KEYED").kind is OutcomeKind.WAITING:
+            assert executor.run(ids[0], "T_KEYED").kind is OutcomeKind.SUCCEEDED
+        assert held() == 0
+        released_after: list[str] = []
+        real_release = concurrency.release
+
+        def broken(conn: Any, token: str) -> Any:
+            raise RuntimeError("release broken on purpose")
+
+        def counting(store: Any, token: str) -> None:
+            released_after.append(token)
+            real_release(store, token)
+
+        monkeypatch.setattr(concurrency, "release_in", broken)
+        monkeypatch.setattr(concurrency, "release", counting)
+        assert executor.run(ids[1], "T_KEYED").kind is OutcomeKind.SUCCEEDED
+        assert len(released_after) == 1  # the fallback ran ...
+        assert held() == 0  # ... and freed the slot
+        monkeypatch.undo()
+        monkeypatch.setattr(concurrency, "release", counting)
+        released_after.clear()
+        assert executor.run(ids[2], "T_KEYED").kind is OutcomeKind.SUCCEEDED
+        assert released_after == []  # freed in its SUCCESS transaction: no release after
+        assert held() == 0
+    with session_factory(database_url)() as s:
+        statuses = s.execute(
+            text("SELECT status FROM aol_actions WHERE id = ANY(:ids)"), {"ids": ids}
+        ).scalars()
+        assert set(statuses) == {"SUCCESS"}
