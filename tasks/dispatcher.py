@@ -72,7 +72,10 @@ class CeleryDispatcher:
         spec = registry.get(message.action_type)
         if isinstance(message, Dispatch) or len(message.ids) == 1:
             action_id = message.action_id if isinstance(message, Dispatch) else message.ids[0]
-            limits = {"time_limit": spec.time_limit, "soft_time_limit": spec.soft_time_limit}
+            limits: dict[str, float | None] = {
+                "time_limit": spec.time_limit,
+                "soft_time_limit": spec.soft_time_limit,
+            }
             return spec.task_name, [action_id], limits
         limits = {"time_limit": batch_time_limit(spec, len(message.ids)), "soft_time_limit": None}
         return spec.batch_task_name, [list(message.ids)], limits

@@ -82,11 +82,19 @@ def plan(items: Sequence[Dispatch]) -> list[Batch]:
     batches: list[Batch] = []
     for (action_type, priority, countdown), ids in groups.items():
         size = registry.get(action_type).batching()
-        # A publish may name an id twice (a duplicate hint): one mention per message is enough.
-        unique = list(dict.fromkeys(ids)) if size > 1 else ids
-        for start in range(0, len(unique), size):
-            chunk = tuple(unique[start : start + size])
-            batches.append(Batch(action_type, chunk, countdown, priority))
+        # An id named twice (a duplicate hint) goes into a second message, as it would
+        # unbatched: a batch claims each of its ids once.
+        rounds: list[list[int]] = []
+        seen: dict[int, int] = {}
+        for action_id in ids:
+            n = seen[action_id] = seen.get(action_id, -1) + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(action_id)
+        for chunkable in rounds:
+            for start in range(0, len(chunkable), size):
+                chunk = tuple(chunkable[start : start + size])
+                batches.append(Batch(action_type, chunk, countdown, priority))
     return batches
 
 

@@ -43,7 +43,9 @@ _CLAIMABLE = """
 """
 _LEASE_PG = "make_interval(secs => CAST(%(lease_seconds)s AS DOUBLE PRECISION))"
 _MY_TOKEN = "CAST(%(prefix)s AS VARCHAR) || CAST({table}id AS VARCHAR)"
-_COLUMNS = "id, idempotency_key, payload_json, attempts, max_attempts, not_before_utc, created_at_utc"
+_COLUMNS = (
+    "id, idempotency_key, payload_json, attempts, max_attempts, not_before_utc, created_at_utc"
+)
 
 # The rows are locked in id order (FOR UPDATE re-checks each against its latest version, as
 # the single claim's UPDATE does), numbered, and the first is marked started.
@@ -104,20 +106,24 @@ EXTEND_SQLITE = text(
     bindparam("now", type_=UTCDateTime()),
 )
 
-_SQLITE_CLAIM = text(
-    "UPDATE aol_actions SET status = 'RUNNING', attempts = attempts + 1,"
-    " claimed_by = :prefix || id, started_at_utc = NULL, finished_at_utc = NULL,"
-    " lease_expires_at_utc = :lease, updated_at_utc = :now"
-    " WHERE id IN :ids AND action_type = :action_type AND status IN ('READY', 'RETRY')"
-    " AND not_before_utc <= :due AND NOT EXISTS (SELECT 1 FROM aol_control"
-    " WHERE enabled AND name IN ('pause', :pause_name))"
-    f" RETURNING {_COLUMNS}"
-).bindparams(
-    bindparam("ids", expanding=True),
-    bindparam("lease", type_=UTCDateTime()),
-    bindparam("now", type_=UTCDateTime()),
-    bindparam("due", type_=UTCDateTime()),
-).columns(payload_json=JSONType, not_before_utc=UTCDateTime(), created_at_utc=UTCDateTime())
+_SQLITE_CLAIM = (
+    text(
+        "UPDATE aol_actions SET status = 'RUNNING', attempts = attempts + 1,"
+        " claimed_by = :prefix || id, started_at_utc = NULL, finished_at_utc = NULL,"
+        " lease_expires_at_utc = :lease, updated_at_utc = :now"
+        " WHERE id IN :ids AND action_type = :action_type AND status IN ('READY', 'RETRY')"
+        " AND not_before_utc <= :due AND NOT EXISTS (SELECT 1 FROM aol_control"
+        " WHERE enabled AND name IN ('pause', :pause_name))"
+        f" RETURNING {_COLUMNS}"
+    )
+    .bindparams(
+        bindparam("ids", expanding=True),
+        bindparam("lease", type_=UTCDateTime()),
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("due", type_=UTCDateTime()),
+    )
+    .columns(payload_json=JSONType, not_before_utc=UTCDateTime(), created_at_utc=UTCDateTime())
+)
 _SQLITE_START = text("UPDATE aol_actions SET started_at_utc = :now WHERE id = :id").bindparams(
     bindparam("now", type_=UTCDateTime())
 )

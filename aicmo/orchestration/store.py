@@ -156,12 +156,11 @@ _FAILURE_SET = """
 """
 _FAILURE_PG = f"""
     WITH changed AS ({
-        _FAILURE_SET.format(
-            now=_PG_STATEMENT_NOW,
-            retry_at=f"{_PG_STATEMENT_NOW}"
-            " + make_interval(secs => CAST(:delay AS DOUBLE PRECISION))",
-        )
-    }),{{extend}}
+    _FAILURE_SET.format(
+        now=_PG_STATEMENT_NOW,
+        retry_at=f"{_PG_STATEMENT_NOW} + make_interval(secs => CAST(:delay AS DOUBLE PRECISION))",
+    )
+}),{{extend}}
     logged AS (
         INSERT INTO aol_execution_logs ({_LOG_COLUMNS})
         SELECT CAST(:id AS BIGINT),
@@ -175,9 +174,7 @@ _FAILURE_PG = f"""
     SELECT logged.event, changed.not_before_utc FROM logged LEFT JOIN changed ON true
 """
 FAILURE_PG = _sql(_FAILURE_PG.format(extend=""), not_before_utc=UTCDateTime())
-FAILURE_BATCH_PG = _sql(
-    _FAILURE_PG.format(extend=EXTEND_PG + ","), not_before_utc=UTCDateTime()
-)
+FAILURE_BATCH_PG = _sql(_FAILURE_PG.format(extend=EXTEND_PG + ","), not_before_utc=UTCDateTime())
 FAILURE_SQLITE = _sql(
     _FAILURE_SET.format(now=":now", retry_at=":not_before"), not_before_utc=UTCDateTime()
 )

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from aicmo.config import Settings, get_settings
 from aicmo.db import db_now, get_engine, rowcount
 from aicmo.orchestration import concurrency
+from aicmo.orchestration.batch_store import TOKEN_SEPARATOR
 from aicmo.orchestration.dispatch import Dispatch, Dispatcher, get_dispatcher
 from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
 from aicmo.orchestration.queue import publish_now
@@ -162,10 +163,13 @@ class Sweeper:
                     .order_by(AOLAction.lease_expires_at_utc),
                     batch,
                 )
-                # A batched action that never started (no started_at_utc: its batch's worker
-                # died before its turn, aicmo.orchestration.batch) did not run: its attempt is
-                # given back and it never goes to DLQ for it.
-                never_ran = AOLAction.started_at_utc.is_(None)
+                # A batched action (its token has the batch's "#") that never started (no
+                # started_at_utc: its batch's worker died before its turn,
+                # aicmo.orchestration.batch) did not run: its attempt is given back and it
+                # never goes to DLQ for it.
+                never_ran = AOLAction.started_at_utc.is_(None) & AOLAction.claimed_by.contains(
+                    TOKEN_SEPARATOR
+                )
                 exhausted = (AOLAction.attempts >= AOLAction.max_attempts) & ~never_ran
                 rows = session.execute(
                     update(AOLAction)

@@ -162,8 +162,10 @@ def test_each_finish_extends_the_waiting_leases_and_starts_the_next(
     from aicmo.orchestration.batch_store import Following
 
     with session_scope() as s:
-        s.execute(text("UPDATE aol_actions SET lease_expires_at_utc = now() WHERE id = ANY(:i)"),
-                  {"i": ids})
+        s.execute(
+            text("UPDATE aol_actions SET lease_expires_at_utc = now() WHERE id = ANY(:i)"),
+            {"i": ids},
+        )
     kept = store.succeed_alone(
         claimed[0],
         "probe#" + str(claimed[0].id),
@@ -176,20 +178,29 @@ def test_each_finish_extends_the_waiting_leases_and_starts_the_next(
     )
     assert kept and started() == [True, True, False]
     with session_scope() as s:
-        leases = s.execute(
-            text(
-                "SELECT extract(epoch FROM lease_expires_at_utc - now()) FROM aol_actions"
-                " WHERE id = ANY(:i) AND status = 'RUNNING'"
-            ),
-            {"i": ids},
-        ).scalars().all()
+        leases = (
+            s.execute(
+                text(
+                    "SELECT extract(epoch FROM lease_expires_at_utc - now()) FROM aol_actions"
+                    " WHERE id = ANY(:i) AND status = 'RUNNING'"
+                ),
+                {"i": ids},
+            )
+            .scalars()
+            .all()
+        )
     assert len(leases) == 2 and all(110 < left <= 121 for left in leases)
 
     # The batch dies here: once the leases end, the started one spent its attempt, the
     # never-started one gets its attempt back.
     with session_scope() as s:
-        s.execute(text("UPDATE aol_actions SET lease_expires_at_utc = now() - interval '1 s'"
-                       " WHERE id = ANY(:i) AND status = 'RUNNING'"), {"i": ids})
+        s.execute(
+            text(
+                "UPDATE aol_actions SET lease_expires_at_utc = now() - interval '1 s'"
+                " WHERE id = ANY(:i) AND status = 'RUNNING'"
+            ),
+            {"i": ids},
+        )
     Sweeper().sweep()
     second, third = book.action(claimed[1].id), book.action(claimed[2].id)
     assert (second.status, second.attempts) == ("RETRY", 1)
