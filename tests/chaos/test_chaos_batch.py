@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("clean", "celery_app")]
 EFFECT = "T_SLOW_EFFECT"  # isolated queue, 4 s hard limit, 1 s margin: leases of 5 s
 
 
-def test_9_sigkill_mid_batch_reruns_only_the_unfinished(
+def test_10_sigkill_mid_batch_reruns_only_the_unfinished(
     book: Book, ledger: Ledger, chaos_workers: list[CeleryProcess], log_dir: Path
 ) -> None:
     with session_scope() as s:
