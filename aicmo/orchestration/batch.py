@@ -196,6 +196,8 @@ def run_batch(
             now = db_now(session)
             outcomes.extend(executor._why_not_claimed(session, i, spec, now) for i in missing)
     lease = spec.lease_seconds()
+    # Half the margin above the hard limit (see Following.renew_below).
+    renew_below = spec.time_limit + (lease - spec.time_limit) / 2
     for index, one in enumerate(claimed):
         token = token_of(prefix, one.id)
         action = AOLAction(
@@ -210,7 +212,7 @@ def run_batch(
             created_at_utc=one.created_at_utc,
             claimed_by=token,
         )
-        following = Following(prefix, tuple(c.id for c in claimed[index + 1 :]), lease)
+        following = Following(prefix, tuple(c.id for c in claimed[index + 1 :]), lease, renew_below)
         with clock.limit(spec) if clock is not None else nullcontext():
             outcome = executor._execute(action, one, spec, token, None, following)
         outcomes.append(outcome)

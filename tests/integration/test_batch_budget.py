@@ -12,9 +12,11 @@ from sqlalchemy import event
 
 from aicmo.db import get_engine, session_scope
 from aicmo.orchestration.batch import run_batch
+from aicmo.orchestration.dispatch import get_dispatcher, install_dispatcher
 from aicmo.orchestration.executor import Executor, OutcomeKind
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.orchestration.registry import registry
+from tests.support.recording import RecordingDispatcher
 
 pytestmark = pytest.mark.usefixtures("clean", "celery_app")
 
@@ -28,11 +30,15 @@ class CountingCursor(psycopg.Cursor):  # type: ignore[type-arg]
 
 
 def test_a_batch_of_n_costs_one_claim_and_n_finishes(database_url: str) -> None:
-    with session_scope() as s:
-        ids = [
-            e.action_id
-            for e in ActionQueue.enqueue_many(s, [("T_NOOP", {"n": i}) for i in range(20)])
-        ]
+    # Recorded, not sent: a worker of this session must not run them before this test does.
+    real = get_dispatcher()
+    install_dispatcher(RecordingDispatcher())
+    try:
+        with session_scope() as s:
+            done = ActionQueue.enqueue_many(s, [("T_NOOP", {"n": i}) for i in range(20)])
+    finally:
+        install_dispatcher(real)
+    ids = [e.action_id for e in done]
     engine = get_engine(database_url)
     executor = Executor(engine=engine)
     direct = executor.store.direct

@@ -169,7 +169,7 @@ def test_each_finish_extends_the_waiting_leases_and_starts_the_next(
     kept = store.succeed_alone(
         claimed[0],
         "probe#" + str(claimed[0].id),
-        Following("probe#", (claimed[1].id, claimed[2].id), 120.0),
+        Following("probe#", (claimed[1].id, claimed[2].id), 120.0, 100.0),
         result=None,
         now=utcnow(),
         duration_ms=1.0,
