@@ -80,8 +80,16 @@ _CLAIMED_LOG = f"""
     )
 """
 
+# The claim commits with synchronous_commit off, for that statement's transaction only
+# (set_config(.., true)): it returns without waiting for the WAL flush. A claim lost in a
+# PostgreSQL crash is harmless under fencing: the row is READY/RETRY again, the run's outcome
+# finds no row RUNNING under its token and keeps nothing (LEASE_LOST: the handler's writes
+# roll back), and the sweeper sends the row again. Outcomes commit synchronously, and a WAL
+# flush covers every earlier record, so a durable outcome always has its claim durable too.
+_ASYNC_COMMIT = "async_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS off)"
 CLAIM_PG = _sql(
-    f"WITH claimed AS ({_CLAIM_PG_UPDATE}), {_CLAIMED_LOG} SELECT * FROM claimed",
+    f"WITH {_ASYNC_COMMIT}, claimed AS ({_CLAIM_PG_UPDATE}), {_CLAIMED_LOG}"
+    " SELECT claimed.* FROM claimed CROSS JOIN async_commit",
     **_CLAIM_COLUMNS,
 )
 # The same claim, for a retry after a connection died with the first one's reply unread: if
@@ -89,13 +97,14 @@ CLAIM_PG = _sql(
 # read one snapshot: the row is either ours already or claimable, never both.)
 RECLAIM_PG = _sql(
     f"""
-    WITH mine AS (
+    WITH {_ASYNC_COMMIT}, mine AS (
         SELECT id, idempotency_key, payload_json, attempts, max_attempts, not_before_utc,
             created_at_utc
         FROM aol_actions WHERE id = :id AND status = 'RUNNING' AND claimed_by = :token
     ),
     claimed AS ({_CLAIM_PG_UPDATE}), {_CLAIMED_LOG}
-    SELECT * FROM mine UNION ALL SELECT * FROM claimed
+    SELECT mine.* FROM mine CROSS JOIN async_commit
+    UNION ALL SELECT claimed.* FROM claimed CROSS JOIN async_commit
     """,
     **_CLAIM_COLUMNS,
 )

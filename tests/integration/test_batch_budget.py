@@ -67,3 +67,22 @@ def test_a_batch_of_n_costs_one_claim_and_n_finishes(database_url: str) -> None:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"
     assert registry.get("T_NOOP").batching() == 100
+
+
+def test_a_single_action_costs_one_claim_and_one_finish(database_url: str) -> None:
+    real = get_dispatcher()
+    install_dispatcher(RecordingDispatcher())
+    try:
+        with session_scope() as s:
+            action_id = ActionQueue.enqueue_action(s, "T_NOOP", {"n": 1}).id
+    finally:
+        install_dispatcher(real)
+    executor = Executor(engine=get_engine(database_url))
+    direct = executor.store.direct
+    assert direct is not None
+    direct._connect().cursor_factory = CountingCursor
+    CountingCursor.seen = []
+    assert executor.run(action_id, "T_NOOP").kind is OutcomeKind.SUCCEEDED
+    assert len(CountingCursor.seen) == 2, CountingCursor.seen
+    assert "set_config('synchronous_commit', 'off', true)" in CountingCursor.seen[0]
+    assert "synchronous_commit" not in CountingCursor.seen[1], "the outcome waits for fsync"
