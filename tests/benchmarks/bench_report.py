@@ -254,7 +254,7 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
     )
     throughput(
         "e2e",
-        "  context: aicmo producer in batches of 100 (enqueue_many: one message each)",
+        "  context: aicmo producer in calls of 100 (enqueue_many: one batch message each)",
         None,
         aicmo_kind="aicmo-batch",
     )
@@ -594,8 +594,10 @@ METHOD = """\
   producer shares the 2 cores with the worker; `enqueue_rate` in the details tells whether the
   producer or the worker was the bottleneck. Worker memory is read (psutil RSS of the main
   process plus its children; USS too) from the same workers right after the last completion.
-  The "producer in batches" row enqueues with `enqueue_many` 100 at a time, so the worker, not
-  the one-by-one producer, sets the pace.
+  The "producer in calls of 100" row enqueues with `enqueue_many` 100 at a time (each call
+  one batch message), so the worker, not the one-by-one producer, sets the pace. The "bulk
+  end-to-end" row enqueues all its actions in one `enqueue_many` (batch messages of the
+  type's batch size, 100) and is compared with plain's per-task rate and Dramatiq + PG.
 - **One PostgreSQL state row per job** (the `-pg` runs): each job writes a row the way
   aicmo's engine does for one action, `INSERT .. ON CONFLICT` of the row then an `UPDATE` that
   finishes it, in one transaction (`tests/benchmarks/bench_effects.py`), measured in this run;
