@@ -159,6 +159,14 @@ class Settings(BaseSettings):
         gt=0,
         description="A claim's lease is the type's hard time limit plus this margin.",
     )
+    batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Bulk publishes (enqueue_many, the sweeper's sends, beat fan-out) carry up "
+        "to this many action ids of one type per Celery message, claimed in one statement; a "
+        "type's own batch_size overrides it. 1 turns batching off everywhere.",
+    )
     sweep_batch_size: int = Field(default=5000, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
     doctor_grace_sweeps: float = Field(

@@ -26,6 +26,7 @@ from aicmo.orchestration.errors import (
 from aicmo.orchestration.registry import ActionType, registry
 
 if TYPE_CHECKING:
+    from aicmo.orchestration.batch import ActionClock
     from aicmo.orchestration.executor import Executor
     from aicmo.orchestration.handle import ActionHandle
 
@@ -36,13 +37,14 @@ DATABASE_RETRY_SECONDS = 5.0
 _CALL_OPTIONS = {"countdown", "eta", "idempotency_key", "not_before"}
 
 _executors: dict[int, Executor] = {}
+_clocks: dict[int, ActionClock] = {}
 
 
 def load_engine() -> None:
     """Import the engine (the executor on SQLAlchemy Core and psycopg): in a pool child, once,
     right after the fork. The worker's main process never runs an action, so it never holds
     it; the ORM waits for a handler that uses ``ctx.session`` (or for an enqueue)."""
-    import aicmo.orchestration.executor  # noqa: F401
+    import aicmo.orchestration.batch  # noqa: F401 (the executor too)
 
 
 def executor() -> Executor:
@@ -53,6 +55,17 @@ def executor() -> Executor:
         from aicmo.orchestration.executor import Executor
 
         found = _executors[pid] = Executor(timeout_errors=(SoftTimeLimitExceeded,))
+    return found
+
+
+def clock() -> ActionClock:
+    """Per-action time limits inside a batch message (one watchdog per process)."""
+    pid = os.getpid()
+    found = _clocks.get(pid)
+    if found is None:
+        from aicmo.orchestration.batch import ActionClock
+
+        found = _clocks[pid] = ActionClock(SoftTimeLimitExceeded)
     return found
 
 
@@ -169,6 +182,48 @@ class ActionTask(Task):
         return {"action_id": action_id, "status": kind.value, "detail": outcome.error}
 
 
+class BatchTask(Task):
+    """Base of every ``aol.<TYPE>.batch`` task: one message, many action ids of one type.
+
+    Its Celery state is the batch's: SUCCESS with a result of counts ({"actions": 100,
+    "SUCCEEDED": 97, "RETRY": 2, "FAILED": 1}), FAILURE only when the batch itself broke.
+    Each action keeps its own row, attempts, token and execution log; a retry within the
+    horizon gets its own single ``aol.<TYPE>`` message (Flower: a new task), a DLQ or FAILED
+    action is recorded on its row and in the counts.
+    """
+
+    action_type: ClassVar[str] = ""
+    acks_late = True
+    reject_on_worker_lost = True
+    ignore_result = True
+    max_retries = None
+    typing = False
+
+    def run(self, action_ids: list[int]) -> dict[str, int]:
+        from aicmo.orchestration import batch
+        from aicmo.orchestration.executor import DatabaseUnavailable, OutcomeKind
+        from aicmo.orchestration.queue import publish_now
+
+        try:
+            outcomes = batch.run_batch(executor(), action_ids, self.action_type, clock())
+        except DatabaseUnavailable as exc:
+            log.warning(
+                "database unavailable for a batch of %d; retrying the message in %ss",
+                len(action_ids),
+                DATABASE_RETRY_SECONDS,
+            )
+            raise self.retry(countdown=DATABASE_RETRY_SECONDS, exc=exc) from None
+        horizon = get_settings().dispatch_horizon_seconds
+        for outcome in outcomes:
+            if outcome.kind in (OutcomeKind.RETRY, OutcomeKind.NOT_DUE):
+                delay = outcome.retry_in()
+                if delay <= horizon:
+                    # One message of its own, as a single action's retry; beyond the horizon
+                    # the sweeper sends it when due.
+                    publish_now([Dispatch(outcome.action_id, self.action_type, delay)])
+        return batch.counts(outcomes)
+
+
 def register_action_tasks(app: Celery) -> dict[str, Task]:
     """Make the ``aol.<TYPE>`` task of every registered action type."""
     made: dict[str, Task] = {}
@@ -187,4 +242,18 @@ def register_action_tasks(app: Celery) -> dict[str, Task]:
             soft_time_limit=spec.soft_time_limit,
             time_limit=spec.time_limit,
         )(run)
+
+        def run_batch(self: BatchTask, action_ids: list[int]) -> dict[str, int]:
+            return BatchTask.run(self, action_ids)
+
+        run_batch.__name__ = run_batch.__qualname__ = spec.name.lower() + "_batch"
+        # No task-level limits: each message states its own hard limit (the backstop for
+        # its size); per action the limits are kept by batch.ActionClock.
+        app.task(
+            bind=True,
+            base=BatchTask,
+            name=spec.batch_task_name,
+            action_type=spec.name,
+            queue=spec.queue,
+        )(run_batch)
     return made

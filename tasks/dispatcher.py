@@ -21,6 +21,7 @@ from kombu.serialization import dumps
 from kombu.utils.uuid import uuid
 
 from aicmo.config import get_settings
+from aicmo.orchestration.batch_plan import Batch, batch_time_limit, plan
 from aicmo.orchestration.dispatch import Dispatch
 from aicmo.orchestration.registry import registry
 from tasks.config import CANARY_QUEUE, queue
@@ -52,50 +53,72 @@ class CeleryDispatcher:
                 self.fast_path = False
         self._publish_each(items)
 
-    def _countdown(self, item: Dispatch) -> float | None:
+    def _countdown(self, item: Dispatch | Batch) -> float | None:
         countdown = min(item.countdown, get_settings().dispatch_horizon_seconds)
         return countdown if countdown > 0 else None
 
     def _publish_each(self, items: Sequence[Dispatch]) -> None:
         with self.app.producer_or_acquire() as producer:
-            for item in items:
-                spec = registry.get(item.action_type)
+            for message in plan(items):
+                name, args, options = self._task(message)
                 self.app.send_task(
-                    spec.task_name,
-                    args=[item.action_id],
-                    queue=spec.queue,
-                    countdown=self._countdown(item),
-                    priority=item.priority,
+                    name,
+                    args=args,
+                    queue=registry.get(message.action_type).queue,
+                    countdown=self._countdown(message),
+                    priority=message.priority,
                     producer=producer,
                     ignore_result=True,
-                    time_limit=spec.time_limit,
-                    soft_time_limit=spec.soft_time_limit,
+                    **options,
                 )
 
-    def build_envelope(self, channel: Any, item: Dispatch) -> tuple[str, str]:
+    @staticmethod
+    def _task(message: Batch | Dispatch) -> tuple[str, list[Any], dict[str, Any]]:
+        """Task name, args and time limits: ``aol.<TYPE>`` for one id, else its batch task."""
+        spec = registry.get(message.action_type)
+        if isinstance(message, Dispatch) or len(message.ids) == 1:
+            action_id = message.action_id if isinstance(message, Dispatch) else message.ids[0]
+            limits: dict[str, float | None] = {
+                "time_limit": spec.time_limit,
+                "soft_time_limit": spec.soft_time_limit,
+            }
+            return spec.task_name, [action_id], limits
+        limits = {"time_limit": batch_time_limit(spec, len(message.ids)), "soft_time_limit": None}
+        return spec.batch_task_name, [list(message.ids)], limits
+
+    @staticmethod
+    def _argsrepr(message: Batch | Dispatch) -> str:
+        if isinstance(message, Dispatch):
+            return f"[{message.action_id}]"
+        if len(message.ids) == 1:
+            return f"[{message.ids[0]}]"
+        # Flower shows this: the count and the range of ids, never a payload.
+        return f"[{len(message.ids)} ids: {message.ids[0]}..{message.ids[-1]}]"
+
+    def build_envelope(self, channel: Any, item: Dispatch | Batch) -> tuple[str, str]:
         """The Redis list and the JSON envelope kombu would push for this task message."""
         queue_name, envelope = self.envelope(channel, item)
         priority = item.priority or 0
         # The list kombu's own publish would use for this priority (its priority_steps).
         return channel._q_for_pri(queue_name, priority), json.dumps(envelope)
 
-    def envelope(self, channel: Any, item: Dispatch) -> tuple[str, dict[str, Any]]:
+    def envelope(self, channel: Any, item: Dispatch | Batch) -> tuple[str, dict[str, Any]]:
         """The queue and the envelope kombu's virtual channel would store for this message."""
         spec = registry.get(item.action_type)
+        name, args, limits = self._task(item)
         task_id = uuid()
         message = self.app.amqp.as_task_v2(
             task_id,
-            spec.task_name,
-            args=[item.action_id],
+            name,
+            args=args,
             kwargs={},
             countdown=self._countdown(item),
             ignore_result=True,
             reply_to=self.app.thread_oid,
             # What saferepr would make of them, without its cost on every message.
-            argsrepr=f"[{item.action_id}]",
+            argsrepr=self._argsrepr(item),
             kwargsrepr="{}",
-            time_limit=spec.time_limit,
-            soft_time_limit=spec.soft_time_limit,
+            **limits,
         )
         content_type, content_encoding, body = dumps(message.body, serializer="json")
         properties = {**message.properties, "delivery_mode": 2}
@@ -113,8 +136,8 @@ class CeleryDispatcher:
         # own _put (tasks.filesystem_transport), without send_task's layers (~1 ms each).
         with self.app.producer_or_acquire() as producer:
             channel = producer.channel
-            for item in items:
-                channel._put(*self.envelope(channel, item))
+            for message in plan(items):
+                channel._put(*self.envelope(channel, message))
 
     def _publish_pipelined(self, items: Sequence[Dispatch]) -> None:
         # The app's producer pool keeps connections and their channels warm; opening a
@@ -122,8 +145,8 @@ class CeleryDispatcher:
         with self.app.producer_or_acquire() as producer:
             channel = producer.channel
             pipe = channel.client.pipeline(transaction=False)
-            for item in items:
-                key, envelope = self.build_envelope(channel, item)
+            for message in plan(items):
+                key, envelope = self.build_envelope(channel, message)
                 pipe.lpush(key, envelope)
             pipe.execute()
 

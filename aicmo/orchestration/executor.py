@@ -34,6 +34,7 @@ from aicmo.config import Settings, get_settings
 from aicmo.db import db_now, get_engine, new_session, utcnow
 from aicmo.orchestration import concurrency
 from aicmo.orchestration.artifacts import ArtifactWriter, artifact_fields
+from aicmo.orchestration.batch_store import Following
 from aicmo.orchestration.context import ActionContext, RunningAction
 from aicmo.orchestration.errors import (
     Deferred,
@@ -197,6 +198,7 @@ class Executor:
         spec: ActionType,
         token: str,
         payload: dict[str, Any] | None,
+        following: Following | None = None,
     ) -> Outcome:
         started = time.monotonic()
         try:
@@ -204,13 +206,13 @@ class Executor:
                 claimed.payload_json if payload is None else payload
             )
         except ValidationError as exc:
-            return self._record_failure(action, claimed, spec, token, exc, started)
+            return self._record_failure(action, claimed, spec, token, exc, started, following)
         try:
-            return self._run_handler(action, claimed, spec, token, checked, started)
+            return self._run_handler(action, claimed, spec, token, checked, started, following)
         except LeaseLost:
             return self._lease_lost(action, token, started)
         except Exception as exc:
-            return self._record_failure(action, claimed, spec, token, exc, started)
+            return self._record_failure(action, claimed, spec, token, exc, started, following)
 
     # -- claim -----------------------------------------------------------------------------
 
@@ -372,6 +374,7 @@ class Executor:
         token: str,
         payload: Any,
         started: float,
+        following: Following | None = None,
     ) -> Outcome:
         engine = self._engine()
         artifacts = ArtifactWriter(self.settings.artifact_dir, spec.name, action.idempotency_key)
@@ -399,7 +402,9 @@ class Executor:
                 # The handler's writes and SUCCESS commit together, or not at all.
                 session = ctx.session
                 session.flush()
-                if not self.store.succeed(session.connection(), claimed, token, **values):
+                if not self.store.succeed(
+                    session.connection(), claimed, token, following=following, **values
+                ):
                     raise LeaseLost(f"action {action.id}: claim {token} is no longer held")
                 woken = None
                 if spec.concurrency is not None:
@@ -415,7 +420,7 @@ class Executor:
                 if woken is not None:
                     self._released.add(token)
                     concurrency.send_woken(woken)
-            elif not self.store.succeed_alone(claimed, token, **values):
+            elif not self.store.succeed_alone(claimed, token, following, **values):
                 raise LeaseLost(f"action {action.id}: claim {token} is no longer held")
         finally:
             if ctx.session_used:
@@ -451,6 +456,7 @@ class Executor:
         token: str,
         exc: BaseException,
         started: float,
+        following: Following | None = None,
     ) -> Outcome:
         if self.timeout_errors and isinstance(exc, self.timeout_errors):
             error = f"soft time limit of {spec.soft_time_limit:g}s exceeded"
@@ -486,6 +492,7 @@ class Executor:
             queue_retry=delay is not None and delay <= self.settings.dispatch_horizon_seconds,
             details={"retry_in_seconds": round(delay, 3)} if delay is not None else None,
             refund_attempt=deferred,
+            following=following,
         )
         if not kept:
             kind, event = OutcomeKind.LEASE_LOST, LogEvent.LEASE_LOST

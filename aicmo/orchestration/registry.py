@@ -35,6 +35,7 @@ Handler = Callable[["ActionContext", Any], dict[str, Any] | None]
 
 DEFAULT_QUEUE = "aol"
 TASK_NAME_PREFIX = "aol."
+BATCH_SUFFIX = ".batch"
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,34 @@ class ActionType:
     queue: str = DEFAULT_QUEUE
     description: str = ""
     concurrency: Concurrency | None = None
+    # Most action ids one Celery message may carry (None: AICMO_BATCH_SIZE); see batching().
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         _check_name_and_limits(self.name, self.soft_time_limit, self.time_limit)
+        if self.batch_size is not None and not 1 <= self.batch_size <= 1000:
+            raise ValueError(f"{self.name}: batch_size must be 1..1000, got {self.batch_size}")
+
+    def batching(self) -> int:
+        """How many ids one message of this type may carry (1: one message per action).
+
+        A type with a concurrency key is never batched: its claim takes a slot per action
+        and may park it (aicmo.orchestration.concurrency), which a batch claim would bypass.
+        ``AICMO_BATCH_SIZE=1`` is the switch that turns batching off for every type.
+        """
+        default = get_settings().batch_size
+        if self.concurrency is not None or default <= 1:
+            return 1
+        return self.batch_size or default
 
     @property
     def task_name(self) -> str:
         return TASK_NAME_PREFIX + self.name
+
+    @property
+    def batch_task_name(self) -> str:
+        """The task whose one message carries many ids of this type (``aol.<TYPE>.batch``)."""
+        return TASK_NAME_PREFIX + self.name + BATCH_SUFFIX
 
     def lease_seconds(self) -> float:
         # Celery's hard time limit kills the run before the lease ends, so an expired lease
@@ -97,6 +119,10 @@ class Declared:
     @property
     def task_name(self) -> str:
         return TASK_NAME_PREFIX + self.name
+
+    @property
+    def batch_task_name(self) -> str:
+        return TASK_NAME_PREFIX + self.name + BATCH_SUFFIX
 
 
 def _check_name_and_limits(name: str, soft_time_limit: float, time_limit: float) -> None:
@@ -171,6 +197,7 @@ class ActionRegistry:
         time_limit: float | None = None,
         queue: str | None = None,
         concurrency: Concurrency | None = None,
+        batch_size: int | None = None,
     ) -> Callable[[Handler], Handler]:
         """Decorator form: ``@registry.action("POST_SOCIAL", payload=PostSocialPayload)``.
 
@@ -197,6 +224,7 @@ class ActionRegistry:
                     queue=queue or DEFAULT_QUEUE,
                     description=(handler.__doc__ or "").strip().split("\n")[0],
                     concurrency=concurrency,
+                    batch_size=batch_size,
                 )
             )
             return handler

@@ -24,6 +24,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, TextClause, bindparam, text
 
 from aicmo.db import JSONType, UTCDateTime, pooler_connect_args, utcnow
+from aicmo.orchestration import batch_store
+from aicmo.orchestration.batch_store import EXTEND_PG, EXTEND_SQLITE, Following
 from aicmo.orchestration.status import LogEvent
 
 _TIMES = ("now", "lease", "due", "not_before")
@@ -78,8 +80,16 @@ _CLAIMED_LOG = f"""
     )
 """
 
+# The claim commits with synchronous_commit off, for that statement's transaction only
+# (set_config(.., true)): it returns without waiting for the WAL flush. A claim lost in a
+# PostgreSQL crash is harmless under fencing: the row is READY/RETRY again, the run's outcome
+# finds no row RUNNING under its token and keeps nothing (LEASE_LOST: the handler's writes
+# roll back), and the sweeper sends the row again. Outcomes commit synchronously, and a WAL
+# flush covers every earlier record, so a durable outcome always has its claim durable too.
+_ASYNC_COMMIT = "async_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS off)"
 CLAIM_PG = _sql(
-    f"WITH claimed AS ({_CLAIM_PG_UPDATE}), {_CLAIMED_LOG} SELECT * FROM claimed",
+    f"WITH {_ASYNC_COMMIT}, claimed AS ({_CLAIM_PG_UPDATE}), {_CLAIMED_LOG}"
+    " SELECT claimed.* FROM claimed CROSS JOIN async_commit",
     **_CLAIM_COLUMNS,
 )
 # The same claim, for a retry after a connection died with the first one's reply unread: if
@@ -87,13 +97,14 @@ CLAIM_PG = _sql(
 # read one snapshot: the row is either ours already or claimable, never both.)
 RECLAIM_PG = _sql(
     f"""
-    WITH mine AS (
+    WITH {_ASYNC_COMMIT}, mine AS (
         SELECT id, idempotency_key, payload_json, attempts, max_attempts, not_before_utc,
             created_at_utc
         FROM aol_actions WHERE id = :id AND status = 'RUNNING' AND claimed_by = :token
     ),
     claimed AS ({_CLAIM_PG_UPDATE}), {_CLAIMED_LOG}
-    SELECT * FROM mine UNION ALL SELECT * FROM claimed
+    SELECT mine.* FROM mine CROSS JOIN async_commit
+    UNION ALL SELECT claimed.* FROM claimed CROSS JOIN async_commit
     """,
     **_CLAIM_COLUMNS,
 )
@@ -127,14 +138,15 @@ _SUCCESS_SET = """
 # statement_timestamp(), not now(): a handler's transaction may have begun long before.
 _PG_STATEMENT_NOW = "statement_timestamp()"
 _LOG_VALUES_PG_NOW = _LOG_VALUES_PG.replace("CAST(:now AS TIMESTAMPTZ)", _PG_STATEMENT_NOW)
-SUCCESS_PG = _sql(
-    f"""
-    WITH done AS ({_SUCCESS_SET.format(now=_PG_STATEMENT_NOW)})
+_SUCCESS_PG = f"""
+    WITH done AS ({_SUCCESS_SET.format(now=_PG_STATEMENT_NOW)}){{extend}}
     INSERT INTO aol_execution_logs ({_LOG_COLUMNS})
     SELECT id, {_LOG_VALUES_PG_NOW} FROM done
     RETURNING action_id
-    """
-)
+"""
+SUCCESS_PG = _sql(_SUCCESS_PG.format(extend=""))
+# A batched action's SUCCESS also extends its batch's waiting leases (batch_store.py).
+SUCCESS_BATCH_PG = _sql(_SUCCESS_PG.format(extend="," + EXTEND_PG))
 SUCCESS_SQLITE = _sql(_SUCCESS_SET.format(now=":now"))
 
 # The retry time is now + delay on the database's clock; ``queue_retry``: the task layer
@@ -151,15 +163,13 @@ _FAILURE_SET = """
     WHERE id = :id AND status = 'RUNNING' AND claimed_by = :token
     RETURNING id, not_before_utc
 """
-FAILURE_PG = _sql(
-    f"""
+_FAILURE_PG = f"""
     WITH changed AS ({
-        _FAILURE_SET.format(
-            now=_PG_STATEMENT_NOW,
-            retry_at=f"{_PG_STATEMENT_NOW}"
-            " + make_interval(secs => CAST(:delay AS DOUBLE PRECISION))",
-        )
-    }),
+    _FAILURE_SET.format(
+        now=_PG_STATEMENT_NOW,
+        retry_at=f"{_PG_STATEMENT_NOW} + make_interval(secs => CAST(:delay AS DOUBLE PRECISION))",
+    )
+}),{{extend}}
     logged AS (
         INSERT INTO aol_execution_logs ({_LOG_COLUMNS})
         SELECT CAST(:id AS BIGINT),
@@ -171,9 +181,9 @@ FAILURE_PG = _sql(
         RETURNING event
     )
     SELECT logged.event, changed.not_before_utc FROM logged LEFT JOIN changed ON true
-    """,
-    not_before_utc=UTCDateTime(),
-)
+"""
+FAILURE_PG = _sql(_FAILURE_PG.format(extend=""), not_before_utc=UTCDateTime())
+FAILURE_BATCH_PG = _sql(_FAILURE_PG.format(extend=EXTEND_PG + ","), not_before_utc=UTCDateTime())
 FAILURE_SQLITE = _sql(
     _FAILURE_SET.format(now=":now", retry_at=":not_before"), not_before_utc=UTCDateTime()
 )
@@ -219,6 +229,7 @@ def _pyformat(clause: Any) -> str:
 CLAIM_PG_RAW = _pyformat(CLAIM_PG)
 RECLAIM_PG_RAW = _pyformat(RECLAIM_PG)
 SUCCESS_PG_RAW = _pyformat(SUCCESS_PG)
+SUCCESS_BATCH_PG_RAW = _pyformat(SUCCESS_BATCH_PG)
 
 
 class DirectConnection:
@@ -357,8 +368,10 @@ class ActionStore:
         duration_ms: float,
         artifact_ref: str | None,
         artifact_sha256: str | None,
+        following: Following | None = None,
     ) -> bool:
-        """Record SUCCESS on ``conn`` (the handler's transaction). False if the claim is lost."""
+        """Record SUCCESS on ``conn`` (the handler's transaction). False if the claim is lost.
+        ``following``: a batched action's, whose waiting neighbours' leases this extends."""
         params = _log_params(
             id=claimed.id,
             token=token,
@@ -370,14 +383,21 @@ class ActionStore:
             artifact_ref=artifact_ref,
             artifact_sha256=artifact_sha256,
         )
+        if following is not None:
+            params.update(following.params())
         if self.postgres:
-            return conn.execute(SUCCESS_PG, params).first() is not None
+            statement = SUCCESS_PG if following is None else SUCCESS_BATCH_PG
+            return conn.execute(statement, params).first() is not None
+        if following is not None and following.rest:
+            conn.execute(EXTEND_SQLITE, params)
         if conn.execute(SUCCESS_SQLITE, params).first() is None:
             return False
         conn.execute(INSERT_LOG, params)
         return True
 
-    def succeed_alone(self, claimed: Claimed, token: str, **values: Any) -> bool:
+    def succeed_alone(
+        self, claimed: Claimed, token: str, following: Following | None = None, **values: Any
+    ) -> bool:
         """SUCCESS for a handler that wrote nothing: no transaction of its own needed."""
         if self.direct is not None:
             from psycopg.types.json import Jsonb
@@ -390,10 +410,49 @@ class ActionStore:
                 **values,
             )
             params["result"] = Jsonb(params["result"]) if params["result"] is not None else None
+            sql = SUCCESS_PG_RAW
+            if following is not None:
+                params.update(following.params())
+                sql = SUCCESS_BATCH_PG_RAW
             # Not repeated on a dead connection: the first try may have committed.
-            return self.direct.fetchone(SUCCESS_PG_RAW, params, retry=False) is not None
+            return self.direct.fetchone(sql, params, retry=False) is not None
         with self.engine.begin() as conn:
-            return self.succeed(conn, claimed, token, **values)
+            return self.succeed(conn, claimed, token, following=following, **values)
+
+    def claim_many(
+        self,
+        ids: list[int],
+        action_type: str,
+        prefix: str,
+        *,
+        lease_seconds: float,
+        skew_seconds: float,
+        reclaim: bool = False,
+    ) -> list[Claimed]:
+        """Claim every claimable action of ``ids`` in one statement (see batch_store), in id
+        order; action N's token is ``prefix + str(N)``."""
+        params = batch_store.claim_many_params(
+            ids, action_type, prefix, lease_seconds=lease_seconds, skew_seconds=skew_seconds
+        )
+        if self.direct is not None:
+            conn = self.direct._connect()
+            sql = batch_store.RECLAIM_MANY_PG if reclaim else batch_store.CLAIM_MANY_PG
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(sql, params)
+                    rows = [batch_store.normalise_pg_row(row) for row in cursor.fetchall()]
+            except Exception as exc:
+                import psycopg
+
+                if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                    self.direct.close()
+                    raise StoreUnavailable(str(exc)) from exc
+                raise
+            rows.sort(key=lambda row: row[0])
+        else:
+            with self.engine.begin() as sqlite:
+                rows = batch_store.claim_many_sqlite(sqlite, params)
+        return [Claimed(*row) for row in rows]
 
     def fail(
         self,
@@ -408,6 +467,7 @@ class ActionStore:
         queue_retry: bool,
         details: dict[str, Any] | None,
         refund_attempt: bool = False,
+        following: Following | None = None,
     ) -> tuple[bool, datetime | None]:
         """Record FAILED/RETRY/DLQ: (kept, the retry time on the database's clock).
 
@@ -433,12 +493,17 @@ class ActionStore:
             not_before=None if retry_delay is None else now + timedelta(seconds=retry_delay),
             details=details,
         )
+        if following is not None:
+            params.update(following.params())
         if self.postgres:
+            statement = FAILURE_PG if following is None else FAILURE_BATCH_PG
             with self._autocommit.connect() as conn:
-                found = conn.execute(FAILURE_PG, params).first()
+                found = conn.execute(statement, params).first()
             kept = found is not None and found[0] == event
             return kept, found[1] if kept and found is not None else None
         with self.engine.begin() as conn:
+            if following is not None and following.rest:
+                conn.execute(EXTEND_SQLITE, params)
             changed = conn.execute(FAILURE_SQLITE, params).first()
             conn.execute(
                 INSERT_LOG,

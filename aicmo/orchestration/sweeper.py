@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from aicmo.config import Settings, get_settings
 from aicmo.db import db_now, get_engine, rowcount
 from aicmo.orchestration import concurrency
+from aicmo.orchestration.batch_store import TOKEN_SEPARATOR
 from aicmo.orchestration.dispatch import Dispatch, Dispatcher, get_dispatcher
 from aicmo.orchestration.models import AOLAction, AOLControl, AOLExecutionLog
 from aicmo.orchestration.queue import publish_now
@@ -162,7 +163,14 @@ class Sweeper:
                     .order_by(AOLAction.lease_expires_at_utc),
                     batch,
                 )
-                exhausted = AOLAction.attempts >= AOLAction.max_attempts
+                # A batched action (its token has the batch's "#") that never started (no
+                # started_at_utc: its batch's worker died before its turn,
+                # aicmo.orchestration.batch) did not run: its attempt is given back and it
+                # never goes to DLQ for it.
+                never_ran = AOLAction.started_at_utc.is_(None) & AOLAction.claimed_by.contains(
+                    TOKEN_SEPARATOR
+                )
+                exhausted = (AOLAction.attempts >= AOLAction.max_attempts) & ~never_ran
                 rows = session.execute(
                     update(AOLAction)
                     .where(AOLAction.id.in_(ids), AOLAction.status == ActionStatus.RUNNING)
@@ -171,6 +179,10 @@ class Sweeper:
                             (exhausted, ActionStatus.DLQ.value), else_=ActionStatus.RETRY.value
                         ),
                         finished_at_utc=case((exhausted, now), else_=None),
+                        attempts=case(
+                            (never_ran & (AOLAction.attempts > 0), AOLAction.attempts - 1),
+                            else_=AOLAction.attempts,
+                        ),
                         not_before_utc=now,
                         queued_at_utc=None,
                         lease_expires_at_utc=None,

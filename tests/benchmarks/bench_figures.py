@@ -152,7 +152,9 @@ class Bench:
     def start_worker(self, kind: str, queues: list[str] | None = None) -> Worker:
         if kind in REFERENCES:
             return self.start_reference(kind)
-        worker_kind = {"plain-pg": "plain", "aicmo-batch": "aicmo"}.get(kind, kind)
+        worker_kind = {"plain-pg": "plain", "aicmo-batch": "aicmo", "aicmo-bulk": "aicmo"}.get(
+            kind, kind
+        )
         if queues is None:
             queues = [AICMO_QUEUE if worker_kind == "aicmo" else plain_app.QUEUE]
         return self.env.worker(worker_kind, queues, log_level=self.log_level).start()
@@ -331,17 +333,23 @@ class Bench:
     def figure_e2e(self) -> None:
         """N no-op actions enqueued one by one while one worker consumes: first enqueue to
         last completion. Memory is read from the same workers right after."""
-        kinds = self.kinds("plain-pg", "aicmo-batch") + self.references()
+        # aicmo-bulk is a headline (bulk e2e, batched), so it runs with or without context;
+        # its ratios are against plain's per-task rate and Dramatiq + PG from the same run.
+        kinds = [*self.kinds("plain-pg", "aicmo-batch"), "aicmo-bulk", *self.references()]
         self.measure("e2e", kinds, self.run_e2e, self.headline_reps)
 
     def run_e2e(self, kind: str) -> dict[str, float]:
-        count = self.sizes.e2e
+        count = self.sizes.bulk if kind == "aicmo-bulk" else self.sizes.e2e
         self.reset()
         worker = self.start_worker(kind)
         try:
             cpu_before = worker.cpu_seconds()
             t_first = time.time()
-            if kind == "aicmo-batch":
+            if kind == "aicmo-bulk":
+                # One call, as a campaign's fan-out would: the messages carry batches of ids.
+                with session_scope() as session:
+                    ActionQueue.enqueue_many(session, [(NOOP, {"n": n}) for n in range(count)])
+            elif kind == "aicmo-batch":
                 for start in range(0, count, BATCH):
                     with session_scope() as session:
                         ActionQueue.enqueue_many(
@@ -352,7 +360,13 @@ class Bench:
                 for n in range(count):
                     self.enqueue_one(kind, n)
             t_enqueued = time.time()
-            counted = "aicmo" if kind == "aicmo-batch" else "plain" if kind in REFERENCES else kind
+            counted = (
+                "aicmo"
+                if kind in ("aicmo-batch", "aicmo-bulk")
+                else "plain"
+                if kind in REFERENCES
+                else kind
+            )
             state = self.wait_done(counted, count, worker)
             memory = worker.memory()
             cpu = per_action(cpu_before, worker.cpu_seconds(), count)

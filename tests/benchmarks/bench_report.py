@@ -157,6 +157,33 @@ def _mib(value: float | None) -> str:
     return NA if value is None else f"{value:.0f} MiB"
 
 
+def bulk_row(rows: list[Row], results: Results, sizes: Sizes, load: Any) -> None:
+    """Issue #18's goal: bulk end-to-end (one ``enqueue_many``, batched messages) at 2x or
+    more plain Celery's per-task rate and above Dramatiq with one PostgreSQL write per job,
+    both from the same run."""
+    bulk, plain = results.get("e2e", "aicmo-bulk", "rate"), results.get("e2e", "plain", "rate")
+    if not bulk:
+        return
+    stat = ratio_stat(bulk, plain)
+    dramatiq_pg = results.get("e2e", "dramatiq-pg", "rate")
+    beats = None if not dramatiq_pg else statistics.median(bulk) > statistics.median(dramatiq_pg)
+    met = None if stat is None else stat.median >= 2.0 and beats is not False
+    row = Row(
+        f"bulk end-to-end ({sizes.bulk:,} no-op in one enqueue_many, batched), "
+        f"vs {HEADLINE['plain']} per task",
+        _rate(statistics.median(plain) if plain else None),
+        _rate(statistics.median(bulk)),
+        _ratio_text(stat),
+        ">= 2.0x plain, > Dramatiq + PG" if dramatiq_pg else ">= 2.0x plain (Dramatiq + PG: -)",
+        _yes(met),
+        load=load("e2e", "plain", "aicmo-bulk", "dramatiq-pg"),
+    )
+    row.dramatiq = _rate(statistics.median(dramatiq_pg) if dramatiq_pg else None)
+    procrastinate_pg = results.get("e2e", "procrastinate-pg", "rate")
+    row.procrastinate = _rate(statistics.median(procrastinate_pg) if procrastinate_pg else None)
+    rows.append(row)
+
+
 def _yes(ok: bool | None) -> str:
     return NA if ok is None else ("yes" if ok else "**no**")
 
@@ -217,6 +244,7 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
         references=("dramatiq", "procrastinate"),
     )
     throughput("e2e", f"  the same, vs {HEADLINE['plain-noevents']}", 0.7, "plain-noevents")
+    bulk_row(rows, results, sizes, load)
     throughput(
         "e2e",
         "  context: one PostgreSQL state row per job (INSERT .. ON CONFLICT + UPDATE)",
@@ -226,7 +254,7 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
     )
     throughput(
         "e2e",
-        "  context: aicmo producer in batches of 100 (enqueue_many)",
+        "  context: aicmo producer in calls of 100 (enqueue_many: one batch message each)",
         None,
         aicmo_kind="aicmo-batch",
     )
@@ -566,8 +594,10 @@ METHOD = """\
   producer shares the 2 cores with the worker; `enqueue_rate` in the details tells whether the
   producer or the worker was the bottleneck. Worker memory is read (psutil RSS of the main
   process plus its children; USS too) from the same workers right after the last completion.
-  The "producer in batches" row enqueues with `enqueue_many` 100 at a time, so the worker, not
-  the one-by-one producer, sets the pace.
+  The "producer in calls of 100" row enqueues with `enqueue_many` 100 at a time (each call
+  one batch message), so the worker, not the one-by-one producer, sets the pace. The "bulk
+  end-to-end" row enqueues all its actions in one `enqueue_many` (batch messages of the
+  type's batch size, 100) and is compared with plain's per-task rate and Dramatiq + PG.
 - **One PostgreSQL state row per job** (the `-pg` runs): each job writes a row the way
   aicmo's engine does for one action, `INSERT .. ON CONFLICT` of the row then an `UPDATE` that
   finishes it, in one transaction (`tests/benchmarks/bench_effects.py`), measured in this run;

@@ -30,6 +30,7 @@ def run_order(kinds: list[str], rep: int) -> list[str]:
 @dataclass(frozen=True)
 class Sizes:
     e2e: int = 5000
+    bulk: int = 10_000  # the bulk e2e row: one enqueue_many, batched messages
     drain: int = 5000
     enqueue_one: int = 2000
     enqueue_bulk: int = 10_000
@@ -45,6 +46,7 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(
     e2e=500,
+    bulk=2000,
     drain=500,
     enqueue_one=200,
     enqueue_bulk=1000,

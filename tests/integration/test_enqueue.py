@@ -21,6 +21,7 @@ from aicmo.orchestration.models import AOLAction
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.orchestration.sweeper import Sweeper
 from tests.conftest import ROOT, queue_length
+from tests.support.messages import message_ids
 
 pytestmark = pytest.mark.usefixtures("clean", "celery_app")
 
@@ -32,12 +33,8 @@ Q = "isolated"
 
 
 def messages(client: redis.Redis, queue: str = Q) -> list[int]:
-    """Action ids of the task messages waiting in a Redis queue."""
-    ids = []
-    for raw in client.lrange(queue, 0, -1):
-        envelope = json.loads(raw)
-        ids.append(int(envelope["headers"]["argsrepr"].strip("()[], ")))
-    return ids
+    """Action ids of the task messages waiting in a Redis queue (a batch message's all)."""
+    return message_ids(client, queue)
 
 
 def count_rows(session: Session) -> int:
