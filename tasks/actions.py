@@ -46,6 +46,11 @@ def load_engine() -> None:
     it; the ORM waits for a handler that uses ``ctx.session`` (or for an enqueue)."""
     import aicmo.orchestration.batch  # noqa: F401 (the executor too)
 
+    if get_settings().database_url.startswith("postgresql"):
+        # The hot path's driver (aicmo.orchestration.store imports it where it connects):
+        # here, so a child's first action does not spend its soft time limit on it.
+        import psycopg  # noqa: F401
+
 
 def executor() -> Executor:
     """One per process: a forked pool child must not share its parent's."""

@@ -8,7 +8,6 @@ from datetime import datetime
 
 from celery import Celery
 from celery.signals import after_setup_logger, worker_init, worker_process_init
-from sqlalchemy.orm import configure_mappers
 
 import beat_schedule
 from aicmo.config import get_settings
@@ -55,13 +54,6 @@ install_dispatcher(CeleryDispatcher(app))
 
 @worker_init.connect
 def _freeze_imports(**_: object) -> None:
-    # SQLAlchemy configures its mappers on the first model built, which can take a second
-    # on a busy host: do it once here, before the fork, not in every child's first action
-    # (where it counted against that action's soft time limit).
-    configure_mappers()
-    if get_settings().database_url.startswith("postgresql"):
-        # The hot path's driver (aicmo.orchestration.store): imported once, before the fork.
-        import psycopg  # noqa: F401
     # Everything imported so far lives as long as the process: keep the cyclic collector
     # from walking it over and over (and keep its pages shared with the forked children).
     gc.freeze()

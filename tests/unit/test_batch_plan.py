@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from aicmo.config import reload_settings
-from aicmo.orchestration.batch import Batch, batch_time_limit, plan
+from aicmo.orchestration.batch_plan import Batch, batch_time_limit, plan
 from aicmo.orchestration.dispatch import Dispatch
 from aicmo.orchestration.registry import registry
 
