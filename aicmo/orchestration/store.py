@@ -147,6 +147,20 @@ _SUCCESS_PG = f"""
 SUCCESS_PG = _sql(_SUCCESS_PG.format(extend=""))
 # A batched action's SUCCESS also extends its batch's waiting leases (batch_store.py).
 SUCCESS_BATCH_PG = _sql(_SUCCESS_PG.format(extend="," + EXTEND_PG))
+# ... and, unless it is the batch's last, commits without waiting for the WAL flush. The
+# batch's last outcome commits synchronously, and a flush writes all WAL before it, so the
+# message is acked only once the whole batch is durable. What a PostgreSQL crash can lose
+# before that is the last few SUCCESS transactions, each whole: the handler's writes with
+# it (exactly once still holds: both or neither), the row RUNNING under a token whose lease
+# ends (the sweeper sends it again) or READY (the claim was lost too). The action runs
+# again, as after a worker killed before its commit: external effects are at least once,
+# with ctx.idempotency_key, as everywhere. A worker crash loses nothing of this: only the
+# database's own crash drops unflushed commits (PostgreSQL: synchronous_commit).
+SUCCESS_BATCH_ASYNC_PG = _sql(
+    _SUCCESS_PG.format(extend="," + EXTEND_PG + ", " + _ASYNC_COMMIT).replace(
+        "FROM done\n", "FROM done CROSS JOIN async_commit\n"
+    )
+)
 SUCCESS_SQLITE = _sql(_SUCCESS_SET.format(now=":now"))
 
 # The retry time is now + delay on the database's clock; ``queue_retry``: the task layer
@@ -230,6 +244,7 @@ CLAIM_PG_RAW = _pyformat(CLAIM_PG)
 RECLAIM_PG_RAW = _pyformat(RECLAIM_PG)
 SUCCESS_PG_RAW = _pyformat(SUCCESS_PG)
 SUCCESS_BATCH_PG_RAW = _pyformat(SUCCESS_BATCH_PG)
+SUCCESS_BATCH_ASYNC_PG_RAW = _pyformat(SUCCESS_BATCH_ASYNC_PG)
 
 
 class DirectConnection:
@@ -386,7 +401,9 @@ class ActionStore:
         if following is not None:
             params.update(following.params())
         if self.postgres:
-            statement = SUCCESS_PG if following is None else SUCCESS_BATCH_PG
+            statement = SUCCESS_PG
+            if following is not None:
+                statement = SUCCESS_BATCH_ASYNC_PG if following.rest else SUCCESS_BATCH_PG
             return conn.execute(statement, params).first() is not None
         if following is not None and following.rest:
             conn.execute(EXTEND_SQLITE, params)
@@ -413,7 +430,7 @@ class ActionStore:
             sql = SUCCESS_PG_RAW
             if following is not None:
                 params.update(following.params())
-                sql = SUCCESS_BATCH_PG_RAW
+                sql = SUCCESS_BATCH_ASYNC_PG_RAW if following.rest else SUCCESS_BATCH_PG_RAW
             # Not repeated on a dead connection: the first try may have committed.
             return self.direct.fetchone(sql, params, retry=False) is not None
         with self.engine.begin() as conn:

@@ -1,6 +1,7 @@
 """The hot path's statement budget, counted on the wire: a batch of N no-op actions costs one
-claim statement and N finish statements, nothing else (issue #18), and a batch's claim
-commits without waiting for the WAL flush (synchronous_commit off for it alone)."""
+claim statement and N finish statements, nothing else (issue #18); a batch's claim and every
+finish but its last commit without waiting for the WAL flush (synchronous_commit off for
+that statement's transaction alone; why: aicmo/orchestration/store.py)."""
 
 from __future__ import annotations
 
@@ -56,8 +57,14 @@ def test_a_batch_of_n_costs_one_claim_and_n_finishes(database_url: str) -> None:
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert [o.kind for o in outcomes] == [OutcomeKind.SUCCEEDED] * 20
-    claims = [q for q in CountingCursor.seen if "set_config('synchronous_commit'" in q]
+    statements = CountingCursor.seen + through_sqlalchemy
+    claims = [q for q in statements if "status = 'SUCCESS'" not in q]
     assert len(claims) == 1, "one claim statement for the whole batch"
+    assert "set_config('synchronous_commit', 'off', true)" in claims[0]
+    finishes = [q for q in statements if "status = 'SUCCESS'" in q]
+    # Every finish but the last returns without the WAL flush; the last waits for it, and
+    # a flush writes all WAL before it: the batch is durable before its message is acked.
+    assert ["synchronous_commit" in q for q in finishes] == [True] * 19 + [False]
     assert len(CountingCursor.seen) + len(through_sqlalchemy) == 1 + 20, (
         CountingCursor.seen[:3],
         through_sqlalchemy[:3],
