@@ -292,6 +292,13 @@ class DirectConnection:
                 self.close()
                 if attempt == 2 or not retry:
                     raise StoreUnavailable(str(exc)) from exc
+            except BaseException:
+                # Interrupted mid-statement (a soft time limit raises from a signal handler):
+                # the connection is left inside that command and would refuse the next one
+                # ("another command is already in progress"). Whether it committed is for
+                # the fencing token to tell; the connection itself is done.
+                self.close()
+                raise
         return None
 
 
