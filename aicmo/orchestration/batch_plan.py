@@ -1,7 +1,7 @@
 """Batched dispatch, the producer's half: cut a publish into broker messages.
 
 A publish of many items at once (``enqueue_many``, the sweeper's sends and resends, beat's
-fan-out, several enqueues committed together) is cut, per type, priority and countdown, into
+fan-out, a replay of many: Dispatch.batchable) is cut, per type, priority and countdown, into
 chunks of the type's :meth:`ActionType.batching` size. A single enqueue is a single message,
 and a type with a concurrency key is never batched. How a batch message runs is
 aicmo.orchestration.batch (the worker's half, which holds the engine; this half must stay
@@ -28,15 +28,20 @@ class Batch:
 
 
 def plan(items: Sequence[Dispatch]) -> list[Batch]:
-    """Cut a publish into messages: one per item unless several share type, priority and
-    countdown (all "now" count as one), then chunks of the type's batch size."""
-    if len(items) <= 1:
-        return [Batch(i.action_type, (i.action_id,), i.countdown, i.priority) for i in items]
+    """Cut a publish into messages: one per item unless several batchable items (a bulk
+    operation's: Dispatch.batchable) share type, priority and countdown (all "now" count as
+    one), then chunks of the type's batch size."""
+    singles = [i for i in items if not i.batchable]
+    batches = [Batch(i.action_type, (i.action_id,), i.countdown, i.priority) for i in singles]
+    bulk = [i for i in items if i.batchable]
+    if len(bulk) <= 1:
+        return batches + [
+            Batch(i.action_type, (i.action_id,), i.countdown, i.priority) for i in bulk
+        ]
     groups: dict[tuple[str, int | None, float], list[int]] = {}
-    for item in items:
+    for item in bulk:
         countdown = item.countdown if item.countdown > 0 else 0.0
         groups.setdefault((item.action_type, item.priority, countdown), []).append(item.action_id)
-    batches: list[Batch] = []
     for (action_type, priority, countdown), ids in groups.items():
         size = registry.get(action_type).batching()
         # An id named twice (a duplicate hint) goes into a second message, as it would

@@ -22,6 +22,12 @@ class Dispatch:
     countdown: float = 0.0  # seconds; never more than the dispatch horizon
     # The broker's message priority (Redis: 0 is first; see BULK_PRIORITY). None: 0.
     priority: int | None = None
+    # Sent by a bulk operation (enqueue_many, the sweeper, a replay of many): may share a
+    # message with others of its type (aicmo.orchestration.batch_plan). A single enqueue is
+    # a message of its own, also when several are committed together: a batch runs its
+    # actions one after another in one process, which is right for bulk work, not for the
+    # handful of actions an application enqueues and expects to run side by side.
+    batchable: bool = False
 
 
 # A bulk campaign's share beyond its fair share is sent at this priority: on Redis a worker

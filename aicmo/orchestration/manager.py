@@ -98,7 +98,9 @@ def replay_many(session: Session, action_ids: Sequence[int], by: str = "operator
                 for action_id, _ in rows
             ],
         )
-        dispatch_after_commit(session, [Dispatch(action_id, t) for action_id, t in rows])
+        dispatch_after_commit(
+            session, [Dispatch(action_id, t, batchable=True) for action_id, t in rows]
+        )
         for action_id, action_type in rows:
             log.info(
                 "action %s %s replayed by %s",

@@ -431,7 +431,13 @@ class ActionQueue:
         dispatch_after_commit(
             session,
             [
-                Dispatch(results[p.idempotency_key].action_id, p.spec.name, p.countdown, priority)
+                Dispatch(
+                    results[p.idempotency_key].action_id,
+                    p.spec.name,
+                    p.countdown,
+                    priority,
+                    batchable=True,
+                )
                 for p in unique
                 if results[p.idempotency_key].created and p.status is ActionStatus.READY
             ],

@@ -414,7 +414,12 @@ class Sweeper:
 
     def _publish(self, rows: Sequence[Any], now: datetime) -> bool:
         items = [
-            Dispatch(action_id, action_type, max(0.0, (not_before - now).total_seconds()))
+            Dispatch(
+                action_id,
+                action_type,
+                max(0.0, (not_before - now).total_seconds()),
+                batchable=True,
+            )
             for action_id, action_type, not_before in rows
         ]
         return publish_now(items, self.dispatcher)
