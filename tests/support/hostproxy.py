@@ -25,7 +25,9 @@ import threading
 import time
 
 PG_PORT = 5432
-TOKEN = re.compile(rb"[A-Za-z0-9._-]+/\d+/[0-9a-f]{6}\d+")
+# A single action's token, or a batched action's (the batch's token, "#", the action id);
+# a batch claim carries the batch's token alone (aicmo.orchestration.batch_store).
+TOKEN = re.compile(rb"[A-Za-z0-9._-]+/\d+/[0-9a-f]{6}\d+(?:#\d+)?")
 
 
 class Stats:
