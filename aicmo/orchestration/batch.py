@@ -38,7 +38,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from aicmo.db import db_now, new_session
 from aicmo.orchestration.batch_store import TOKEN_SEPARATOR, Following, token_of
-from aicmo.orchestration.context import RunningAction
 from aicmo.orchestration.executor import (
     CLAIM_SKEW,
     DatabaseUnavailable,
@@ -46,9 +45,9 @@ from aicmo.orchestration.executor import (
     Outcome,
     OutcomeKind,
     describe_error,
+    running_action,
 )
 from aicmo.orchestration.registry import ActionType, registry
-from aicmo.orchestration.status import ActionStatus
 from aicmo.orchestration.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -151,18 +150,7 @@ def run_batch(
     renew_below = spec.time_limit + (lease - spec.time_limit) / 2
     for index, one in enumerate(claimed):
         token = token_of(prefix, one.id)
-        action = RunningAction(
-            id=one.id,
-            idempotency_key=one.idempotency_key,
-            action_type=spec.name,
-            payload_json=one.payload_json,
-            status=ActionStatus.RUNNING,
-            attempts=one.attempts,
-            max_attempts=one.max_attempts,
-            not_before_utc=one.not_before_utc,
-            created_at_utc=one.created_at_utc,
-            claimed_by=token,
-        )
+        action = running_action(one, spec.name, token)
         following = Following(prefix, tuple(c.id for c in claimed[index + 1 :]), lease, renew_below)
         with clock.limit(spec) if clock is not None else nullcontext():
             outcome = executor._execute(action, one, spec, token, None, following)

@@ -99,6 +99,22 @@ class DatabaseUnavailable(Exception):
     """The claim could not reach the database; the message should be tried again later."""
 
 
+def running_action(claimed: Claimed, action_type: str, token: str) -> RunningAction:
+    """What a handler reads as ``ctx.action``: the claimed row, under this run's token."""
+    return RunningAction(
+        id=claimed.id,
+        idempotency_key=claimed.idempotency_key,
+        action_type=action_type,
+        payload_json=claimed.payload_json,
+        status=ActionStatus.RUNNING,
+        attempts=claimed.attempts,
+        max_attempts=claimed.max_attempts,
+        not_before_utc=claimed.not_before_utc,
+        created_at_utc=claimed.created_at_utc,
+        claimed_by=token,
+    )
+
+
 def default_worker_name() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
@@ -164,18 +180,7 @@ class Executor:
         claimed = self._claim(action_id, spec, token, reclaim=unanswered is not None)
         if isinstance(claimed, Outcome):
             return claimed
-        action = RunningAction(
-            id=claimed.id,
-            idempotency_key=claimed.idempotency_key,
-            action_type=spec.name,
-            payload_json=claimed.payload_json,
-            status=ActionStatus.RUNNING,
-            attempts=claimed.attempts,
-            max_attempts=claimed.max_attempts,
-            not_before_utc=claimed.not_before_utc,
-            created_at_utc=claimed.created_at_utc,
-            claimed_by=token,
-        )
+        action = running_action(claimed, spec.name, token)
         if spec.concurrency is None:
             return self._execute(action, claimed, spec, token, payload)
         try:

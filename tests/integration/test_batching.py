@@ -103,7 +103,9 @@ def test_a_mixed_batch_records_each_outcome_on_its_own(
     assert sorted(a for _, a, _ in book.effects("mix-")) == sorted([ok, flaky])
 
     # The same batch message again (a redelivery): nothing runs twice.
-    get_dispatcher().publish([Dispatch(i, "T_EFFECT") for i in (ok, flaky, refused, dead)])
+    get_dispatcher().publish(
+        [Dispatch(i, "T_EFFECT", batchable=True) for i in (ok, flaky, refused, dead)]
+    )
     wait_for(
         lambda: book.events(ok).count("SKIPPED_DUPLICATE") == 1,
         10,
@@ -129,7 +131,9 @@ def test_a_paused_batch_waits_and_a_not_due_member_runs_when_due(
         )
         manager.resume(s, "T_EFFECT")
     assert all(book.events(i) == [] for i in ids), "a paused batch claims nothing"
-    get_dispatcher().publish([Dispatch(i, "T_EFFECT") for i in ids])  # one batch message
+    get_dispatcher().publish(
+        [Dispatch(i, "T_EFFECT", batchable=True) for i in ids]
+    )  # one batch message
     book.wait_all([ids[0], ids[1], ids[3]], "SUCCESS", timeout=10)
     assert book.action(ids[2]).status == "READY", "not due yet: left for later"
     assert book.wait_status(ids[2], "SUCCESS", timeout=15).attempts == 1

@@ -37,12 +37,19 @@ class TestServices:
         return f"{REDIS_URL}/{self.redis_db}"
 
 
+# The numbers this process holds: restart_redis() loses every key, the locks with them, and
+# must set them again, or a run started after the restart (a nested pytest, a second
+# session) would take the same number and share this run's queues.
+_held: dict[int, str] = {}
+
+
 def claim_redis_db(owner: str) -> int:
     """One Redis database number per test run, so parallel runs never share queues."""
     client = redis.Redis.from_url(f"{REDIS_URL}/0")
     try:
         for number in range(15, 0, -1):
             if client.set(f"aicmo:test-lock:{number}", owner, nx=True, ex=LOCK_TTL_SECONDS):
+                _held[number] = owner
                 return number
     except redis.ConnectionError as exc:
         raise ServiceMissing(f"Redis is not reachable at {REDIS_URL}: {exc}") from exc
@@ -54,6 +61,7 @@ def release_redis_db(number: int, owner: str) -> None:
     try:
         if client.get(f"aicmo:test-lock:{number}") == owner.encode():
             client.delete(f"aicmo:test-lock:{number}")
+        _held.pop(number, None)
     except redis.ConnectionError:
         pass
 
@@ -109,6 +117,9 @@ def restart_redis() -> None:
     for _ in range(200):
         done = subprocess.run(["redis-cli", "-p", "6379", "ping"], capture_output=True)
         if done.stdout.strip() == b"PONG":
+            client = redis.Redis.from_url(f"{REDIS_URL}/0")
+            for number, owner in _held.items():
+                client.set(f"aicmo:test-lock:{number}", owner, ex=LOCK_TTL_SECONDS)
             return
         time.sleep(0.05)
     raise ServiceMissing("Redis did not come back after the restart")
