@@ -112,6 +112,7 @@ class Declared:
     time_limit: float = 300.0
     queue: str = DEFAULT_QUEUE
     concurrency: Concurrency | None = None
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         _check_name_and_limits(self.name, self.soft_time_limit, self.time_limit)
@@ -159,6 +160,7 @@ class ActionRegistry:
         time_limit: float = 300.0,
         queue: str = DEFAULT_QUEUE,
         concurrency: Concurrency | None = None,
+        batch_size: int | None = None,
     ) -> Declared:
         """Declare a type whose handler ``module`` registers (with ``@registry.action(name,
         payload=...)``, which takes these values) when the type is first needed."""
@@ -170,6 +172,7 @@ class ActionRegistry:
             time_limit=time_limit,
             queue=queue,
             concurrency=concurrency,
+            batch_size=batch_size,
         )
         existing = self._declared.get(name)
         if existing is not None and existing != declared:
@@ -205,12 +208,12 @@ class ActionRegistry:
         concurrency from the declaration; giving them here as well is an error."""
         declared = self._declared.get(name)
         if declared is not None:
-            given = [retry, soft_time_limit, time_limit, queue, concurrency]
+            given = [retry, soft_time_limit, time_limit, queue, concurrency, batch_size]
             if any(value is not None for value in given):
                 raise ValueError(f"{name} is declared: its limits and policy live there only")
             retry, concurrency = declared.retry, declared.concurrency
             soft_time_limit, time_limit = declared.soft_time_limit, declared.time_limit
-            queue = declared.queue
+            queue, batch_size = declared.queue, declared.batch_size
 
         def decorate(handler: Handler) -> Handler:
             self.register(

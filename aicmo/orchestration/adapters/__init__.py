@@ -31,6 +31,11 @@ registry.declare(
     retry=RetryPolicy(max_attempts=3, base_delay=10, max_delay=120),
     soft_time_limit=240,
     time_limit=300,
+    # Never batched: a tick drafts a whole campaign's due steps (minutes with an LLM) under
+    # the campaign's lease. In a batch, ticks of many campaigns would wait on one another in
+    # one process, and a delayed tick would hold its campaign's lease while the next slot's
+    # tick came due (seen as "skipped" ticks in tests/chaos/test_chaos_beat.py).
+    batch_size=1,
 )
 registry.declare(
     "CAMPAIGN_PUBLISH",
