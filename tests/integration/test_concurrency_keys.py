@@ -205,7 +205,9 @@ def test_a_cancelled_waiter_leaves_no_row_and_holds_up_no_one(
     assert [item.action_id for item in sent.sent] == [ids[3]]
     assert _waiters(database_url) == []
     # Leftovers: a cancelled action's row and one whose action is gone; a live one stays.
-    with session_factory(database_url)() as s, s.begin():
+    # Recorded, not sent: the session's worker must not run the live one meanwhile (it did,
+    # in CI, and its row then rightly went too).
+    with recording_dispatcher(), session_factory(database_url)() as s, s.begin():
         live = ActionQueue.enqueue_action(s, "T_KEYED", {"account": "w"}).id
     with session_factory(database_url)() as s, s.begin():
         s.execute(

@@ -179,7 +179,11 @@ def test_two_maintainers_at_once_make_each_month_once(own_url: str) -> None:
         thread.join(60)
     assert errors == []
     expected = [partitions.partition_name(month(own_url, n)) for n in range(2, 6)]
-    assert sorted(made) == expected
+    assert len(made) == len(set(made)), f"a month made twice: {made}"
+    assert set(made) <= set(expected)
+    # A maintainer that cannot get a lock within its lock_timeout gives that month up for the
+    # next run (a busy CI machine saw both give one up): the next run makes what is missing.
+    partitions.ensure_partitions(own_url, ahead=5)
     assert set(expected) <= set(attached(own_url))
 
 
