@@ -130,7 +130,10 @@ def test_a_worker_minutes_behind_and_a_sweeper_minutes_ahead_never_expire_a_live
     for n, action_id in enumerate(ids):
         row = book.action(action_id)
         assert row.attempts == 1, (row, book.events(action_id))
-        assert book.events(action_id) == ["CLAIMED", "SUCCEEDED"]
+        # One run, never expired. A hint the sweeper re-sent for an action still queued
+        # behind the others (a busy machine) may follow, skipped: it claims nothing.
+        events = [e for e in book.events(action_id) if e != "SKIPPED_DUPLICATE"]
+        assert events == ["CLAIMED", "SUCCEEDED"], book.events(action_id)
         assert book.effects(f"clock-{n}") == [(f"clock-{n}", action_id, 1)]
     assert_nothing_stranded()
 
