@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -759,8 +760,14 @@ class Bench:
         """The e2e figure on SQLite + kombu's filesystem transport, aicmo only."""
         self.measure("embedded", ["aicmo"], self.run_embedded)
 
-    def run_embedded(self, kind: str) -> dict[str, float]:
-        count = self.sizes.embedded
+    def run_embedded(
+        self,
+        kind: str,
+        count: int | None = None,
+        sampled: Callable[[Worker], AbstractContextManager[None]] | None = None,
+    ) -> dict[str, float]:
+        """One embedded run; ``sampled``: a profiler around the producing and draining."""
+        count = count or self.sizes.embedded
         folder = self.env.tmp / f"embedded-{time.monotonic_ns()}"
         folder.mkdir(parents=True)
         database = folder / "aicmo.db"
@@ -782,27 +789,28 @@ class Bench:
         worker = self.env.worker("aicmo", [AICMO_QUEUE], log_level=self.log_level, env=overrides)
         try:
             worker.start()
-            cpu_before = worker.cpu_seconds()
-            producer = self.env.track(
-                subprocess.Popen(
-                    [sys.executable, "-m", "tests.benchmarks.embedded_producer", str(count)],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
+            with sampled(worker) if sampled is not None else nullcontext():
+                cpu_before = worker.cpu_seconds()
+                producer = self.env.track(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "tests.benchmarks.embedded_producer", str(count)],
+                        cwd=ROOT,
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                    )
                 )
-            )
-            out, err = producer.communicate(timeout=max(120, count / 10))
-            if producer.returncode != 0:
-                raise RuntimeError(f"embedded producer failed:\n{err.decode()[-3000:]}")
-            produced = json.loads(out.decode().strip().splitlines()[-1])
-            state = wait_for(
-                lambda: self._embedded_done(database, count, worker),
-                max(60.0, count / 10),
-                interval=0.2,
-                message=f"embedded actions ({worker.log_path})",
-            )
-            cpu = per_action(cpu_before, worker.cpu_seconds(), count)
+                out, err = producer.communicate(timeout=max(120, count / 10))
+                if producer.returncode != 0:
+                    raise RuntimeError(f"embedded producer failed:\n{err.decode()[-3000:]}")
+                produced = json.loads(out.decode().strip().splitlines()[-1])
+                state = wait_for(
+                    lambda: self._embedded_done(database, count, worker),
+                    max(60.0, count / 10),
+                    interval=0.2,
+                    message=f"embedded actions ({worker.log_path})",
+                )
+                cpu = per_action(cpu_before, worker.cpu_seconds(), count)
         finally:
             self.stop_worker(worker)
         assert isinstance(state, Done) and state.last_done is not None

@@ -28,6 +28,7 @@ FIGURES = (
     "embedded",
     "sweeper",
     "fanout",
+    "profiles",
 )
 ALIASES = {"memory": "e2e", "throughput": "e2e", "enqueue": "enqueue_one,enqueue_bulk"}
 
@@ -188,6 +189,7 @@ def run(argv: list[str] | None = None) -> int:
         upgrade(env.database_url)
         # aicmo is imported only now: its settings are read from the environment set above.
         from tests.benchmarks import bench_figures, bench_report, bench_results
+        from tests.benchmarks.bench_explain import figure_profiles
 
         sizes = bench_results.QUICK if args.quick else bench_results.FULL
         bench = bench_figures.Bench(
@@ -218,6 +220,7 @@ def run(argv: list[str] | None = None) -> int:
                 "embedded": bench.figure_embedded,
                 "sweeper": bench.figure_sweeper,
                 "fanout": bench.figure_fanout,
+                "profiles": lambda: figure_profiles(bench, min(sizes.e2e, 3000)),
             }
             for name in figures:
                 print(f"{name} ...", flush=True)

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,10 +87,8 @@ def frame_name(raw: str) -> str:
     return f"{found['func']} ({short_path(found['file'])})"
 
 
-def parse_raw(path: Path, main_pid: int, kind: str) -> tuple[Profile, Profile]:
-    """py-spy's raw (collapsed) stacks -> (main process, pool children) profiles."""
-    main = Profile(f"{kind} worker, main process (pid {main_pid})")
-    pool = Profile(f"{kind} worker, pool children")
+def raw_stacks(path: Path, main_pid: int) -> Iterator[tuple[bool, list[str], int]]:
+    """py-spy's raw (collapsed) stacks: (in the main process?, frames outermost first, count)."""
     for line in path.read_text(errors="replace").splitlines():
         found = _LINE.match(line)
         if not found:
@@ -101,8 +101,45 @@ def parse_raw(path: Path, main_pid: int, kind: str) -> tuple[Profile, Profile]:
             parts.pop(0)
         if parts and parts[0].startswith("thread "):
             parts.pop(0)
-        frames = [frame_name(p) for p in parts]
-        (main if pid == main_pid else pool).add(frames, int(found["count"]))
+        yield pid == main_pid, parts, int(found["count"])
+
+
+def parse_raw(path: Path, main_pid: int, kind: str) -> tuple[Profile, Profile]:
+    """py-spy's raw stacks -> (main process, pool children) profiles."""
+    main = Profile(f"{kind} worker, main process (pid {main_pid})")
+    pool = Profile(f"{kind} worker, pool children")
+    for in_main, parts, count in raw_stacks(path, main_pid):
+        (main if in_main else pool).add([frame_name(p) for p in parts], count)
+    return main, pool
+
+
+def package_of(file: str) -> str:
+    """The installed package, aicmo's own folder or the stdlib module a source file is in."""
+    if "site-packages/" in file:
+        return file.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    root = str(ROOT) + "/"
+    if file.startswith(root):
+        head = file[len(root) :].split("/", 1)[0]
+        return {"tasks": "aicmo (tasks/)", "tests": "the benchmark's handlers (tests/)"}.get(
+            head, head.removesuffix(".py")
+        )
+    if "lib/python3." in file:
+        parts = file.split("lib/python3.", 1)[1].split("/")
+        return "stdlib " + (parts[1].removesuffix(".py") if len(parts) > 1 else "?")
+    if file.startswith("<frozen"):
+        return "stdlib importlib"
+    return file or "?"
+
+
+def self_by_package(path: Path, main_pid: int) -> tuple[Counter[str], Counter[str]]:
+    """Samples by the package of the frame on top (self time): main process, pool children."""
+    main: Counter[str] = Counter()
+    pool: Counter[str] = Counter()
+    for in_main, parts, count in raw_stacks(path, main_pid):
+        if not parts:
+            continue
+        found = _FRAME.match(parts[-1].strip())
+        (main if in_main else pool)[package_of(found["file"] if found else parts[-1])] += count
     return main, pool
 
 
@@ -111,57 +148,51 @@ def py_spy_path() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def profile_worker_py_spy(bench: Bench, kind: str, out_dir: Path, count: int) -> str:
+@contextmanager
+def py_spy_record(
+    env: Any, pid: int, raw: Path, *, rate: int = RATE_HZ, gil: bool = False
+) -> Iterator[None]:
+    """py-spy samples ``pid`` and its children (raw stacks into ``raw``) while the block
+    runs. ``gil``: only stacks holding the GIL, close to CPU time (a wait on a socket
+    releases it); without it a blocked read counts as busy."""
     spy = py_spy_path()
     if spy is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
-    bench.reset()
-    worker = bench.start_worker(kind)
-    raw = out_dir / f"profile-{kind}.raw.txt"
     raw.unlink(missing_ok=True)
+    argv = [spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking"]
+    argv += ["--rate", str(rate), "--format", "raw", "-o", str(raw), *(["--gil"] if gil else [])]
+    proc = env.track(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    time.sleep(1.5)  # py-spy finds the process and its children
+    if proc.poll() is not None:
+        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        raise RuntimeError(f"py-spy exited with {proc.returncode}: {out[-2000:]}")
     try:
-        proc = bench.env.track(
-            subprocess.Popen(
-                [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(worker.pid),
-                    "--subprocesses",
-                    "--nonblocking",
-                    "--rate",
-                    str(RATE_HZ),
-                    "--format",
-                    "raw",
-                    "-o",
-                    str(raw),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        time.sleep(1.5)  # py-spy finds the process and its children
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"py-spy exited with {proc.returncode}: {out[-2000:]}")
-        cpu_before = worker.cpu_seconds()
-        started = time.time()
-        for n in range(count):
-            bench.enqueue_one(kind, n)
-        state = bench.wait_done(kind, count, worker)
-        assert state.last_done is not None
-        rate = count / (state.last_done - started)
-        cpu = per_action(cpu_before, worker.cpu_seconds(), count)
+        yield
+    finally:
         proc.send_signal(signal.SIGINT)
         try:
             out_bytes, _ = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             out_bytes, _ = proc.communicate()
-        if not raw.exists():
-            raise RuntimeError(
-                f"py-spy wrote nothing: {out_bytes.decode(errors='replace')[-2000:]}"
-            )
+    if not raw.exists():
+        raise RuntimeError(f"py-spy wrote nothing: {out_bytes.decode(errors='replace')[-2000:]}")
+
+
+def profile_worker_py_spy(bench: Bench, kind: str, out_dir: Path, count: int) -> str:
+    bench.reset()
+    worker = bench.start_worker(kind)
+    raw = out_dir / f"profile-{kind}.raw.txt"
+    try:
+        with py_spy_record(bench.env, worker.pid, raw):
+            cpu_before = worker.cpu_seconds()
+            started = time.time()
+            for n in range(count):
+                bench.enqueue_one(kind, n)
+            state = bench.wait_done(kind, count, worker)
+            assert state.last_done is not None
+            rate = count / (state.last_done - started)
+            cpu = per_action(cpu_before, worker.cpu_seconds(), count)
         main, pool = parse_raw(raw, worker.pid, kind)
     finally:
         bench.stop_worker(worker)

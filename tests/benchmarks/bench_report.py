@@ -641,6 +641,13 @@ METHOD = """\
   harness process and competes with the worker for the 2 cores, on every side alike. The
   fan-out figure times `aicmo.cam.schedule.schedule_ticks` in one transaction, commit and
   publish included, over campaigns copied in SQL from one made by `create_campaign`.
+- **Profiles** (the section before this one; `--only profiles`): after the figures, py-spy
+  (`--gil`) samples a plain and an aicmo worker through 3,000 one-by-one actions and the
+  embedded worker through 2,000, and each process role's psutil CPU per action is split over
+  the packages in proportion to their samples; the latency figure is repeated at 50, 100 and
+  150/s; pyinstrument profiles 1,000 one-by-one enqueues (wall clock) beside the floors
+  measured with psycopg and redis-py alone; fresh interpreters import a worker's modules step
+  by step (RSS growth, median of 3).
 - **Noise.** The machine has 2 cores and other work may run on it. Ratios from one run are the
   figures to trust; absolute rates move with the load. Timed figures are never pass/fail
   tests: `tests/integration/test_bench_smoke.py` only checks that the harness runs and
@@ -660,6 +667,9 @@ def markdown(
     load_end: tuple[float, float, float],
 ) -> str:
     fact_lines = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
+    from tests.benchmarks.bench_explain_report import render
+
+    explained = render(results, [row.figure.strip() for row in rows if row.met == "**no**"])
     busy = [row.figure.strip() for row in rows if "busy" in row.load]
     quiet = (
         f"**{len(busy)} row(s) ran with a 1-minute load average above {LOAD_LIMIT:.1f}** "
@@ -684,7 +694,7 @@ and Redis on localhost, like `make test` (`AICMO_TEST_PG_ADMIN`, `AICMO_TEST_RED
 
 {cpu_table(results)}
 
-## Machine
+{explained}## Machine
 
 | | |
 |---|---|

@@ -70,6 +70,8 @@ class Results:
     load_before: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    # bench_explain's profiles (worker CPU by package, import costs...), by part.
+    profiles: dict[str, Any] = field(default_factory=dict)
 
     def add(self, figure: str, kind: str, metrics: dict[str, float]) -> None:
         side = self.values.setdefault(figure, {}).setdefault(kind, {})
@@ -91,6 +93,7 @@ class Results:
             "load_before": self.load_before,
             "seconds": self.seconds,
             "versions": self.versions,
+            "profiles": self.profiles,
         }
 
 

@@ -24,9 +24,9 @@ from tests.support.load_producer import (
     action_ids,
     repeat_runs,
     settle_or_explain,
-    start_together,
+    start_under_load,
 )
-from tests.support.processes import CeleryProcess, beat, wait_for, worker
+from tests.support.processes import CeleryProcess, wait_for
 from tests.support.sentinel import MASTER_NAME, SentinelGroup
 
 pytestmark = [pytest.mark.slow, pytest.mark.hosts, pytest.mark.usefixtures("clean")]
@@ -64,10 +64,6 @@ def ping(sentinels: SentinelGroup) -> list[dict[str, object]]:
         app.close()
 
 
-def successes(book: Book, ids: list[int]) -> int:
-    return sum(1 for s in book.statuses(ids).values() if s == "SUCCESS")
-
-
 def test_4_redis_failover_through_sentinel(
     book: Book, ledger: Ledger, sentinels: SentinelGroup, log_dir: Path, database_url: str
 ) -> None:
@@ -75,23 +71,7 @@ def test_4_redis_failover_through_sentinel(
     processes: list[CeleryProcess] = []
     producer: Producer | None = None
     try:
-        # Beat's sweeps run on the same workers (every worker consumes beat's queue).
-        queues = ["-Q", "isolated,aol.beat"]
-        processes += [worker(log_dir, concurrency=1, env=env, extra=queues) for _ in range(2)]
-        processes.append(beat(log_dir, env=env))
-        start_together(processes)
-        producer = Producer(log_dir, "failover", N, env, batch=20, pause=0.1, sleep=0)
-        started = time.monotonic()
-
-        def under_way() -> bool:
-            # Mid-run for producers and workers alike: some done, most still to enqueue.
-            return (
-                producer is not None
-                and producer.enqueued() >= N // 3
-                and successes(book, action_ids(database_url, "failover")) >= 50
-            )
-
-        wait_for(under_way, 60, interval=0.05, message="the run to be under way")
+        producer = start_under_load(book, log_dir, database_url, "failover", N, env, processes)
         produced_at_kill = producer.enqueued()
         # The rate limits share the broker's Redis: their store must follow the failover too.
         limits = RedisCounterStore(sentinels.broker_url, master_name=MASTER_NAME)
@@ -111,7 +91,7 @@ def test_4_redis_failover_through_sentinel(
         ledger.settle(book, ids, "failover")
         repeats = repeat_runs(database_url, ids)
         ledger.notes.append(
-            f"primary killed {killed - started:.1f}s in, {produced_at_kill}/{N} enqueued; "
+            f"primary killed {killed - producer.started:.1f}s in, {produced_at_kill}/{N} enqueued; "
             f"replica promoted after {promoted_after:.1f}s; all SUCCESS "
             f"{recovered_after:.1f}s after the kill; "
             f"{repeats} repeated runs (external effects are at-least-once)"

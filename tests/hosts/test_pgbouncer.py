@@ -29,10 +29,10 @@ from tests.support.load_producer import (
     action_ids,
     repeat_runs,
     settle_or_explain,
-    start_together,
+    start_under_load,
 )
 from tests.support.pgbouncer import PgBouncer
-from tests.support.processes import ROOT, CeleryProcess, beat, wait_for, worker
+from tests.support.processes import ROOT, CeleryProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.hosts]
 
@@ -126,10 +126,6 @@ def test_the_engine_suite_passes_through_it(pgbouncer: PgBouncer, log_dir: Path)
     assert _pooled_transactions(pgbouncer, "aicmo_test_") - before > 500
 
 
-def successes(book: Book, ids: list[int]) -> int:
-    return sum(1 for s in book.statuses(ids).values() if s == "SUCCESS")
-
-
 @pytest.mark.usefixtures("clean")
 def test_5_pgbouncer_restarted_mid_run(
     book: Book, ledger: Ledger, pgbouncer: PgBouncer, log_dir: Path, database_url: str
@@ -139,24 +135,9 @@ def test_5_pgbouncer_restarted_mid_run(
     processes: list[CeleryProcess] = []
     producer: Producer | None = None
     try:
-        # Beat's sweeps run on the same workers (every worker consumes beat's queue).
-        queues = ["-Q", "isolated,aol.beat"]
-        processes += [worker(log_dir, concurrency=1, env=env, extra=queues) for _ in range(2)]
-        processes.append(beat(log_dir, env=env))
-        start_together(processes)
-        producer = Producer(log_dir, "bouncer", N, env, batch=20, pause=0.1, sleep=0)
-        started = time.monotonic()
-
-        def under_way() -> bool:
-            return (
-                producer is not None
-                and producer.enqueued() >= N // 3
-                and successes(book, action_ids(database_url, "bouncer")) >= 50
-            )
-
-        wait_for(under_way, 60, interval=0.05, message="the run to be under way")
+        producer = start_under_load(book, log_dir, database_url, "bouncer", N, env, processes)
         produced_at_restart = producer.enqueued()
-        restart_at = time.monotonic() - started
+        restart_at = time.monotonic() - producer.started
         pgbouncer.kill()  # every client and server connection cut, mid-transaction
         time.sleep(1.0)  # down for a second, as a supervisor would take to restart it
         pgbouncer.start()

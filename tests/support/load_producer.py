@@ -40,6 +40,7 @@ class Producer:
         args += ["--count", str(count), "--progress", str(self.progress)]
         for key, value in opts.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
+        self.started = time.monotonic()
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 args, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
@@ -74,6 +75,41 @@ def start_together(processes: list[CeleryProcess], timeout: float = 90.0) -> Non
     for process, marker in zip(processes, markers, strict=True):
         process.ready_marker = marker
         wait_for(process._ready, timeout, message=f"{process.name} to be ready")
+
+
+def start_under_load(
+    book: Any,
+    log_dir: Path,
+    database_url: str,
+    tag: str,
+    count: int,
+    env: Mapping[str, str],
+    processes: list[CeleryProcess],
+) -> Producer:
+    """Two workers (beat's queue too, so its sweeps run on them) and beat with ``env``, added
+    to ``processes`` (the caller stops them) and started together, and a producer of ``count``
+    actions tagged ``tag``; returns once the run is under way for producers and workers
+    alike: a third enqueued and 50 done."""
+    from tests.support.processes import beat, worker
+
+    queues = ["-Q", "isolated,aol.beat"]
+    processes += [worker(log_dir, concurrency=1, env=env, extra=queues) for _ in range(2)]
+    processes.append(beat(log_dir, env=env))
+    start_together(processes)
+    producer = Producer(log_dir, tag, count, env, batch=20, pause=0.1, sleep=0)
+
+    def under_way() -> bool:
+        if producer.enqueued() < count // 3:
+            return False
+        statuses = book.statuses(action_ids(database_url, tag)).values()
+        return sum(1 for status in statuses if status == "SUCCESS") >= 50
+
+    try:
+        wait_for(under_way, 60, interval=0.05, message="the run to be under way")
+    except BaseException:
+        producer.stop()
+        raise
+    return producer
 
 
 def settle_or_explain(
