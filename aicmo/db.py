@@ -230,15 +230,34 @@ def db_clock(session: Session | Connection) -> datetime:
     bind = session if isinstance(session, Connection) else session.get_bind()
     if bind.dialect.name != "postgresql":
         return utcnow()
-    key = str(bind.engine.url)
+    return utcnow() + _clock_offset(
+        bind.engine, lambda: session.execute(text("SELECT clock_timestamp()")).scalar_one()
+    )
+
+
+def db_clock_psycopg(engine: Engine, driver: Any) -> datetime:
+    """:func:`db_clock` on a raw psycopg connection of ``engine`` (in autocommit mode)."""
+
+    def read() -> datetime:
+        with driver.cursor() as cursor:
+            cursor.execute("SELECT clock_timestamp()")
+            value: datetime = cursor.fetchone()[0]
+        return value
+
+    return utcnow() + _clock_offset(engine, read)
+
+
+def _clock_offset(engine: Engine, read: Any) -> timedelta:
+    """The database clock's offset from this host's: cached, ``read()`` again when stale."""
+    key = str(engine.url)
     found = _clock_offsets.get(key)
     if found is None or time.monotonic() - found[0] > CLOCK_REFRESH_SECONDS:
         before = utcnow()
-        value = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+        value = read()
         after = utcnow()
         offset = value.astimezone(UTC) - (before + (after - before) / 2)
         found = _clock_offsets[key] = (time.monotonic(), offset)
-    return utcnow() + found[1]
+    return found[1]
 
 
 def db_clock_now(url: str | None = None) -> datetime:

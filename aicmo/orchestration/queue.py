@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 
 from aicmo.config import get_settings
-from aicmo.db import db_clock, session_scope
+from aicmo.db import db_clock, get_engine, session_scope
 from aicmo.orchestration.dispatch import Dispatch, Dispatcher, get_dispatcher
 from aicmo.orchestration.errors import (
     EnqueueError,
@@ -451,7 +451,27 @@ class ActionQueue:
         idempotency_key: str | None = None,
         not_before: datetime | None = None,
     ) -> Enqueued:
-        """Enqueue in a transaction of its own (what ``task.delay`` does)."""
+        """Enqueue in a transaction of its own (what ``task.delay`` does). On PostgreSQL
+        that is one autocommit statement (:mod:`aicmo.orchestration.enqueue_direct`)."""
+        engine = get_engine()
+        if engine.dialect.name == "postgresql":
+            from aicmo.orchestration.enqueue_direct import insert_autocommit
+
+            new_id, prepared = insert_autocommit(
+                engine, lambda now: prepare(action_type, payload, idempotency_key, not_before, now)
+            )
+            if new_id is not None and prepared is not None:
+                if prepared.status is ActionStatus.READY:
+                    publish_now([Dispatch(new_id, prepared.spec.name, prepared.countdown)])
+                return Enqueued(
+                    new_id,
+                    prepared.idempotency_key,
+                    prepared.spec.name,
+                    prepared.status.value,
+                    True,
+                )
+            if prepared is not None:  # the existing row, or a retry of this one, has its key
+                idempotency_key = prepared.idempotency_key
         with session_scope() as session:
             action, created = _enqueue_one(
                 session, action_type, payload, idempotency_key, not_before
@@ -490,16 +510,6 @@ def _enqueue_one(
     return action, True
 
 
-_INSERT_PG_RAW = (
-    "INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,"
-    " not_before_utc, attempts, max_attempts, created_at_utc, updated_at_utc, queued_at_utc)"
-    " VALUES (%(idempotency_key)s, %(action_type)s, %(payload_json)s, %(status)s,"
-    " %(not_before_utc)s, %(attempts)s, %(max_attempts)s, %(created_at_utc)s,"
-    " %(updated_at_utc)s, %(queued_at_utc)s)"
-    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-)
-
-
 def _insert_one(session: Session, row: dict[str, Any]) -> int | None:
     """Insert one action in the session's transaction; None if the key exists."""
     connection = session.connection()
@@ -508,10 +518,12 @@ def _insert_one(session: Session, row: dict[str, Any]) -> int | None:
         # statement machinery costs more CPU than this one-row insert does.
         from psycopg.types.json import Jsonb
 
+        from aicmo.orchestration.enqueue_direct import INSERT_PG
+
         driver = connection.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor:
-            cursor.execute(_INSERT_PG_RAW, {**row, "payload_json": Jsonb(row["payload_json"])})
+            cursor.execute(INSERT_PG, {**row, "payload_json": Jsonb(row["payload_json"])})
             found = cursor.fetchone()
         return int(found[0]) if found else None
     result = connection.execute(_insert(session).returning(_TABLE.c.id), row).scalar()

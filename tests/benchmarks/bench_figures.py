@@ -170,8 +170,17 @@ class Bench:
             name = "plain.pg_txn"
         return self.plain[False if kind == "plain-noevents" else None].tasks[name]
 
+    def aicmo_task(self, action_type: str = NOOP) -> Any:
+        """aicmo's Celery task for ``action_type``: ``.delay`` is what a Celery user calls."""
+        from tasks.celery_app import app
+
+        return app.tasks[f"aol.{action_type}"]
+
     def enqueue_one(self, kind: str, n: int) -> None:
         if kind == "aicmo":
+            self.aicmo_task().delay({"n": n})  # in a transaction of its own
+        elif kind == "aicmo-outbox":
+            # In the caller's transaction (the outbox: atomic with the caller's own writes).
             with session_scope() as session:
                 ActionQueue.enqueue_action(session, NOOP, {"n": n})
         elif kind in REFERENCES:
@@ -416,8 +425,10 @@ class Bench:
     # -- 3. enqueue ------------------------------------------------------------------------
 
     def figure_enqueue_one(self) -> None:
-        """enqueue_action + commit per action vs apply_async per task, no worker running."""
-        self.measure("enqueue_one", ["plain", "aicmo"], self.run_enqueue_one)
+        """``.delay`` per action vs ``apply_async`` per task, no worker running; in context,
+        ``enqueue_action`` in the caller's transaction and its commit."""
+        kinds = ["plain", "aicmo", *(["aicmo-outbox"] if self.context else [])]
+        self.measure("enqueue_one", kinds, self.run_enqueue_one)
 
     def run_enqueue_one(self, kind: str) -> dict[str, float]:
         count = self.sizes.enqueue_one
@@ -500,20 +511,14 @@ class Bench:
         self, count: int, rate: float, worker: Worker
     ) -> tuple[list[tuple[float, float]], tuple[float, float], dict[str, float]]:
         sent: dict[int, float] = {}
+        task = self.aicmo_task(STAMP)
 
         def send(n: int) -> None:
             # The clock starts where the caller starts asking, before the INSERT: what the
             # caller waits for is the enqueue, its commit and the publish, as with plain's
             # apply_async.
             t0 = time.time()
-            session = self.sessions()
-            try:
-                session.begin()
-                action = ActionQueue.enqueue_action(session, STAMP, {"n": n})
-                session.commit()  # commits, then publishes (after-commit hook)
-                sent[action.id] = t0
-            finally:
-                session.close()
+            sent[task.delay({"n": n}).action_id] = t0  # commits, then publishes
 
         for n in range(WARMUP):
             send(n)

@@ -160,7 +160,8 @@ def py_spy_record(
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
     raw.unlink(missing_ok=True)
     argv = [spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking"]
-    argv += ["--rate", str(rate), "--format", "raw", "-o", str(raw), *(["--gil"] if gil else [])]
+    argv += ["--rate", str(rate), "--format", "raw", "-o", str(raw), "--full-filenames"]
+    argv += ["--gil"] if gil else []
     proc = env.track(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     time.sleep(1.5)  # py-spy finds the process and its children
     if proc.poll() is not None:

@@ -279,7 +279,13 @@ def build_rows(results: Results, sizes: Sizes) -> list[Row]:
                     load("e2e", "plain", "aicmo"),
                 )
             )
-    throughput("enqueue_one", f"enqueue, one by one ({sizes.enqueue_one:,})", 0.5)
+    throughput("enqueue_one", f"enqueue, one by one ({sizes.enqueue_one:,}; `.delay`)", 0.5)
+    throughput(
+        "enqueue_one",
+        "  context: `enqueue_action` in the caller's transaction, and its commit",
+        None,
+        aicmo_kind="aicmo-outbox",
+    )
     throughput("enqueue_bulk", f"enqueue, bulk ({sizes.enqueue_bulk:,} in one call)", 2.0)
 
     rate = f"{sizes.latency_rate:.0f}/s"
@@ -587,17 +593,17 @@ METHOD = """\
   work aicmo does not do (it writes its SUCCESS row anyway, and the harness reads
   `started_at_utc` and `finished_at_utc` from it), so the baselines are, if anything, slightly
   understated.
-- **End to end**: a fresh worker consumes while this process enqueues N no-op actions one by
-  one (`enqueue_action` in its own transaction, the message sent after commit; plain:
+- **End to end**: a fresh worker consumes while this process enqueues N no-op actions one by one
+  (aicmo: the task's `.delay`, one autocommit INSERT, the message sent after its commit; plain:
   `apply_async`; Dramatiq: `send`; Procrastinate: `defer`); the clock runs from just before the
   first enqueue to the last completion (aicmo: `max(finished_at_utc)` of the SUCCESS rows). The
   producer shares the 2 cores with the worker; `enqueue_rate` in the details tells whether the
   producer or the worker was the bottleneck. Worker memory is read (psutil RSS of the main
-  process plus its children; USS too) from the same workers right after the last completion.
-  The "producer in calls of 100" row enqueues with `enqueue_many` 100 at a time (each call
-  one batch message), so the worker, not the one-by-one producer, sets the pace. The "bulk
-  end-to-end" row enqueues all its actions in one `enqueue_many` (batch messages of the
-  type's batch size, 100) and is compared with plain's per-task rate and Dramatiq + PG.
+  process plus its children; USS too) from the same workers right after the last completion. The
+  "producer in calls of 100" row enqueues with `enqueue_many` 100 at a time (each call one batch
+  message), so the worker, not the one-by-one producer, sets the pace. The "bulk end-to-end" row
+  enqueues all its actions in one `enqueue_many` (batch messages of the type's batch size, 100)
+  and is compared with plain's per-task rate and Dramatiq + PG.
 - **One PostgreSQL state row per job** (the `-pg` runs): each job writes a row the way
   aicmo's engine does for one action, `INSERT .. ON CONFLICT` of the row then an `UPDATE` that
   finishes it, in one transaction (`tests/benchmarks/bench_effects.py`), measured in this run;
@@ -614,12 +620,14 @@ METHOD = """\
   first task's first line) and ends at the last completion. `rate_from_ready` (from the
   worker's "ready" log line, seen within 50 ms) is listed for reference.
 - **Enqueue**: no worker running; 20 warm-up calls, then N timed calls. `cpu_ms_each` is the
-  caller's CPU time per action. Bulk: one `enqueue_many` of N items in one transaction, whose
-  commit publishes the N messages, vs `apply_async` N times.
+  caller's CPU time per action. One by one: aicmo's `.delay` (a transaction of its own) vs
+  `apply_async`; the context row is `enqueue_action` in the caller's transaction (a session,
+  BEGIN, INSERT, COMMIT, then the message), the outbox way. Bulk: one `enqueue_many` of N
+  items in one transaction, whose commit publishes the N messages, vs `apply_async` N times.
 - **Start latency**: a paced producer at 200/s (from one thread; `max_send_lag_ms` and
   `sent_per_s` show whether it kept up; the label says so when it did not), after 20 warm-up
   tasks. The clock starts at the same point on both sides, where the caller starts: aicmo just
-  before `enqueue_action` (its INSERT, commit and publish), plain just before `apply_async`;
+  before `.delay` (its INSERT, commit and publish), plain just before `apply_async`;
   it stops at the handler's first line (aicmo: `BENCH_STAMP` returns `time.time()`, stored in
   `result_json` with the SUCCESS row; plain: the task pushes its delay to Redis). A latency
   row is flagged when its offered rate is above the side's capacity measured in this run

@@ -51,6 +51,7 @@ def test_the_section_names_the_misses_and_computes_its_verdicts() -> None:
         "enqueue": {
             "count": 1000,
             "aicmo_ms": 4.0,
+            "profiled_ms": 5.0,
             "by_package_ms": {"psycopg": 3.0, "aicmo": 1.0},
             "plain_ms": 1.0,
             "durable_commit_ms": 2.5,
@@ -76,6 +77,7 @@ def test_the_section_names_the_misses_and_computes_its_verdicts() -> None:
     assert "| 150/s | 2.0 ms | 10.0 ms | 3.0 ms | 90.0 ms | +80.0 ms | **no** |" in text
     # Enqueue: floor 2.5 + 0.25 = 2.75 ms; plain 1 ms -> at most 0.36x; the flush is 2.0 ms.
     assert "2.750 ms here" in text and "at most 0.36x" in text
+    assert "(aicmo's: 4.000 ms, 0.25x)" in text
     assert "WAL flush is 2.000 ms of it" in text
     # Memory: main 9 + 6 = 15, each child 9 + 6 + 14 + 9 + 3 = 41 -> 97 MiB; 240 vs 1.3 x 160.
     assert "main process imports 15.0 MiB" in text and "each pool child 41.0 MiB" in text
