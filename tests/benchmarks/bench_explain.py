@@ -70,6 +70,7 @@ def figure_profiles(bench: Bench, count: int) -> None:
         "enqueue": lambda: enqueue_profile(bench, min(count, 1000)),
         "memory": lambda: import_costs(bench.env),
         "embedded": lambda: embedded_cpu(bench, min(count, 2000)),
+        "fanout": lambda: fanout_profile(bench),
     }
     for name, measure in parts.items():
         print(f"  [profiles] {name} ...", flush=True)
@@ -254,4 +255,33 @@ def embedded_cpu(bench: Bench, count: int) -> dict[str, Any]:
         **measured,
         "main": split_cpu(main, measured["main_cpu_ms"]),
         "pool": split_cpu(pool, measured["pool_cpu_ms"]),
+    }
+
+
+def fanout_profile(bench: Bench) -> dict[str, Any]:
+    """Beat's fan-out over the figure's campaigns under pyinstrument (wall clock), by package."""
+    from pyinstrument import Profiler
+
+    from aicmo.db import session_scope
+
+    fan_out = bench.find_fanout()
+    bench.reset()
+    bench.pg.execute("TRUNCATE cam_campaigns CASCADE")
+    bench._seed_campaigns(bench.sizes.campaigns)
+    bench.pg.execute("VACUUM ANALYZE cam_campaigns")
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+    started, cpu = time.perf_counter(), time.process_time()
+    with session_scope() as session:  # its commit publishes the ticks
+        fan_out(session)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    by_package: Counter[str] = Counter()
+    _self_times(profiler.stop().root_frame(), by_package)
+    total = sum(by_package.values()) or 1.0
+    bench.reset()
+    return {
+        "campaigns": bench.sizes.campaigns,
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "by_package_s": {k: elapsed * v / total for k, v in by_package.most_common()},
     }

@@ -64,6 +64,7 @@ def render(results: Results, missed: list[str]) -> str:
         ("enqueue", "One enqueue, by package, and its floors", _render_enqueue),
         ("memory", "Worker memory, by import", lambda d: _render_memory(d, results)),
         ("embedded", "The embedded worker's CPU per action, by package", _render_embedded),
+        ("fanout", "Beat's fan-out, by package", _render_fanout),
     ):
         data = profiles.get(name)
         if data is None:
@@ -252,3 +253,25 @@ def _render_embedded(data: dict[str, Any]) -> str:
 def _leaders(column: dict[str, float], count: int = 3) -> str:
     ranked = sorted(column.items(), key=lambda item: -item[1])[:count]
     return ", ".join(f"{name} {ms:.2f} ms" for name, ms in ranked) or "nothing sampled"
+
+
+def _render_fanout(data: dict[str, Any]) -> str:
+    names = list(data["by_package_s"])[:TOP]
+    rest = sum(v for k, v in data["by_package_s"].items() if k not in names)
+    lines = ["| package (self time, wall clock) | seconds |", "| --- | ---: |"]
+    lines += [f"| {name} | {data['by_package_s'][name]:.2f} |" for name in names]
+    lines += [f"| other | {rest:.2f} |", f"| **total** | **{data['seconds']:.2f}** |"]
+    campaigns, cpu = data["campaigns"], data["cpu_seconds"]
+    return (
+        f"One `schedule_ticks` over {campaigns:,} due campaigns (its commit publishes the "
+        "ticks), profiled by pyinstrument, shares scaled to the run's own seconds.\n\n"
+        + "\n".join(lines)
+        + f"\n\n{data['seconds']:.2f} s in all, {cpu:.2f} s of it this process's CPU "
+        f"({cpu / campaigns * 1000:.3f} ms per campaign): "
+        + (
+            "the fan-out is bound by this process's CPU"
+            if cpu >= 0.7 * data["seconds"]
+            else "most of it waits on PostgreSQL and Redis"
+        )
+        + f"; the largest shares: {_leaders(data['by_package_s'], 3).replace(' ms', ' s')}."
+    )

@@ -103,6 +103,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "of every figure; partial and quick runs write none unless asked)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write raw results as JSON")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="start from a full run's --json results and measure only the --only figures "
+        "again (the report says which); writes BENCHMARKS.md unless --quick",
+    )
     parser.add_argument("--log-level", default="INFO", help="workers' log level (both sides)")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the temp folder with the workers' logs"
@@ -201,6 +209,15 @@ def run(argv: list[str] | None = None) -> int:
             headline_reps=headline_reps,
             references=references,
         )
+        if args.merge is not None:
+            bench.results = bench_results.Results.from_json(json.loads(args.merge.read_text()))
+            for name in figures:
+                bench.results.drop(name)
+                bench.results.note(
+                    name,
+                    f"measured again by `{command}` at {started_at:%Y-%m-%d %H:%M} UTC; the "
+                    f"other figures come from {args.merge.name}",
+                )
         try:
             if args.profile:
                 from tests.benchmarks.bench_profile import run_profile
@@ -262,7 +279,7 @@ def run(argv: list[str] | None = None) -> int:
         f"shown; {wall_seconds:.0f} s in all"
     )
     markdown = args.markdown
-    if markdown is None and not args.quick and figures == list(FIGURES):
+    if markdown is None and not args.quick and (figures == list(FIGURES) or args.merge):
         markdown = ROOT / "BENCHMARKS.md"
     if markdown is not None:
         bench_report.write_markdown(
@@ -277,6 +294,12 @@ def run(argv: list[str] | None = None) -> int:
                 wall_seconds,
                 load_start,
                 load_end,
+                merged=(
+                    f"{', '.join(figures)} measured again in this run; every other figure "
+                    f"comes from an earlier full run (`{args.merge}`), on the same machine"
+                    if args.merge is not None
+                    else ""
+                ),
             ),
         )
         print(f"wrote {markdown}")

@@ -614,7 +614,8 @@ METHOD = """\
   (`procrastinate worker --concurrency 2`, one asyncio process, INFO logging), each with its
   default settings, the same jobs and the same producer loop, in the same run. Their versions
   are in the machine table.
-- **Drain**: N messages queued first (aicmo: one `enqueue_many`; plain: `apply_async` loop),
+- **Drain**: N messages queued first (aicmo: `.delay` N times, one message each; plain:
+  `apply_async` loop),
   then the worker starts. Worker boot is excluded the same way for both: the clock starts at
   the first task's start (aicmo: `min(started_at_utc)`, set as the claim begins; plain: the
   first task's first line) and ends at the last completion. `rate_from_ready` (from the
@@ -673,6 +674,7 @@ def markdown(
     wall_seconds: float,
     load_start: tuple[float, float, float],
     load_end: tuple[float, float, float],
+    merged: str = "",
 ) -> str:
     fact_lines = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
     from tests.benchmarks.bench_explain_report import render
@@ -690,7 +692,7 @@ def markdown(
 Measured {started.astimezone(UTC):%Y-%m-%d %H:%M} UTC by `{command}` ({reps[0]} repetitions
 for e2e and drain, {reps[1]} for the others; ratios are medians of per-repetition ratios; the
 whole run took {wall_seconds / 60:.1f} min). Load average (1/5/15 min) at the start
-{_load(load_start)}, at the end {_load(load_end)}. {quiet}
+{_load(load_start)}, at the end {_load(load_end)}. {quiet}{f" Merged: {merged}." if merged else ""}
 
 Reproduce with `make bench` (the same as `{command}`); `python -m tests.benchmarks --help`
 lists the options (`--quick`, `--only FIGURE`, `--reps N`, `--profile`). It needs PostgreSQL

@@ -84,6 +84,24 @@ class Results:
     def note(self, figure: str, message: str) -> None:
         self.notes.setdefault(figure, []).append(message)
 
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> Results:
+        """The results a run wrote with ``--json`` (for ``--merge``)."""
+        results = cls()
+        for name in ("values", "not_measured", "notes", "seconds", "versions", "profiles"):
+            setattr(results, name, payload.get(name, {}))
+        for name in ("load", "load_before"):
+            setattr(results, name, {k: tuple(v) for k, v in payload.get(name, {}).items()})
+        return results
+
+    def drop(self, figure: str) -> None:
+        """Forget a figure (it is about to be measured again)."""
+        for table in (self.values, self.not_measured, self.notes, self.load, self.load_before):
+            for key in [k for k in table if k == figure or k.startswith(f"{figure}_")]:
+                del table[key]
+        if figure == "profiles":
+            self.profiles = {}
+
     def as_json(self) -> dict[str, Any]:
         return {
             "values": self.values,

@@ -154,3 +154,24 @@ def test_a_broken_pooled_connection_costs_nothing(
     assert sent.ids == [first.action_id, *(e.action_id for e in later)]
     for enqueued in later:
         assert row(database_url, enqueued.action_id)[0] == "READY"
+
+
+def test_eight_threads_delaying_one_key_make_one_action_and_one_message(
+    celery_app: Any, sent: RecordingDispatcher
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    start = Barrier(8)
+    task = celery_app.tasks["aol.T_NOOP"]
+
+    def delay(_: int) -> tuple[int, bool]:
+        start.wait()
+        handle = task.delay({"n": 7}, idempotency_key="direct-race")
+        return handle.action_id, handle.created
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(delay, range(8)))
+    assert len({action_id for action_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert sent.ids == [results[0][0]]

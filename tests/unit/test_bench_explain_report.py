@@ -64,6 +64,12 @@ def test_the_section_names_the_misses_and_computes_its_verdicts() -> None:
             "plain_app_mib": 0.5,
         },
         "embedded": {"error": "RuntimeError: py-spy exited with 1"},
+        "fanout": {
+            "campaigns": 10_000,
+            "seconds": 4.0,
+            "cpu_seconds": 3.5,
+            "by_package_s": {"sqlalchemy": 2.0, "aicmo": 1.5, "psycopg": 0.5},
+        },
     }
     text = render(results, ["enqueue, one by one (2,000)", "worker memory"])
 
@@ -83,5 +89,8 @@ def test_the_section_names_the_misses_and_computes_its_verdicts() -> None:
     assert "main process imports 15.0 MiB" in text and "each pool child 41.0 MiB" in text
     assert "97.0 MiB for a worker with 2 children" in text
     assert "(1.50x); 1.3x would need 32 MiB less" in text
+    # Fan-out: 3.5 of 4.0 s is this process's CPU (0.350 ms a campaign): CPU-bound.
+    assert "(0.350 ms per campaign): the fan-out is bound by this process's CPU" in text
+    assert "the largest shares: sqlalchemy 2.00 s, aicmo 1.50 s, psycopg 0.50 s." in text
     # A part that failed says so, and the others still render.
     assert "Not measured: RuntimeError: py-spy exited with 1" in text

@@ -213,3 +213,23 @@ def test_the_report_says_when_rows_ran_on_a_busy_machine() -> None:
         (3.0, 2.0, 1.0),
     )
     assert "1-minute load average above 1.0" in text and "busy" in text
+
+
+def test_a_merged_run_keeps_the_earlier_figures_and_drops_the_ones_measured_again() -> None:
+    import json
+
+    earlier = Results()
+    earlier.add("e2e", "plain", {"rate": 300.0})
+    earlier.add("drain", "aicmo", {"rate": 100.0})
+    earlier.add("sweeper_small", "aicmo", {"ms": 60.0})
+    earlier.load_before["drain"] = (0.5, 0.4, 0.3)
+    earlier.not_measured["drain"] = "error: RuntimeError"
+    earlier.profiles = {"memory": {"mib": [1.0]}}
+    again = Results.from_json(json.loads(json.dumps(earlier.as_json())))
+    assert again.get("e2e", "plain", "rate") == [300.0]
+    assert again.load_before["drain"] == (0.5, 0.4, 0.3)
+    again.drop("drain")
+    again.drop("sweeper")
+    assert again.get("drain", "aicmo", "rate") == [] and "drain" not in again.not_measured
+    assert "sweeper_small" not in again.values and "drain" not in again.load_before
+    assert again.get("e2e", "plain", "rate") == [300.0] and again.profiles
