@@ -64,7 +64,8 @@ def render(results: Results, missed: list[str]) -> str:
         ("enqueue", "One enqueue, by package, and its floors", _render_enqueue),
         ("memory", "Worker memory, by import", lambda d: _render_memory(d, results)),
         ("embedded", "The embedded worker's CPU per action, by package", _render_embedded),
-        ("fanout", "Beat's fan-out, by package", _render_fanout),
+        ("fanout", "Beat's fan-out, by package", lambda d: _render_fanout(d, results)),
+        ("sweeper", "The sweeper's statements at both sizes", _render_sweeper),
     ):
         data = profiles.get(name)
         if data is None:
@@ -255,23 +256,58 @@ def _leaders(column: dict[str, float], count: int = 3) -> str:
     return ", ".join(f"{name} {ms:.2f} ms" for name, ms in ranked) or "nothing sampled"
 
 
-def _render_fanout(data: dict[str, Any]) -> str:
-    names = list(data["by_package_s"])[:TOP]
-    rest = sum(v for k, v in data["by_package_s"].items() if k not in names)
+def _render_fanout(data: dict[str, Any], results: Results | None = None) -> str:
+    measured = results.get("fanout", "aicmo", "seconds") if results is not None else []
+    unprofiled = statistics.median(measured) if measured else data["seconds"]
+    scale = unprofiled / data["seconds"] if data["seconds"] else 1.0
+    shares = {name: value * scale for name, value in data["by_package_s"].items()}
+    names = list(shares)[:TOP]
+    rest = sum(v for k, v in shares.items() if k not in names)
     lines = ["| package (self time, wall clock) | seconds |", "| --- | ---: |"]
-    lines += [f"| {name} | {data['by_package_s'][name]:.2f} |" for name in names]
-    lines += [f"| other | {rest:.2f} |", f"| **total** | **{data['seconds']:.2f}** |"]
+    lines += [f"| {name} | {shares[name]:.2f} |" for name in names]
+    lines += [f"| other | {rest:.2f} |", f"| **total** | **{unprofiled:.2f}** |"]
     campaigns, cpu = data["campaigns"], data["cpu_seconds"]
     return (
         f"One `schedule_ticks` over {campaigns:,} due campaigns (its commit publishes the "
-        "ticks), profiled by pyinstrument, shares scaled to the run's own seconds.\n\n"
+        f"ticks), profiled by pyinstrument ({data['seconds']:.2f} s under it), shares scaled to "
+        "the figure's own median above.\n\n"
         + "\n".join(lines)
-        + f"\n\n{data['seconds']:.2f} s in all, {cpu:.2f} s of it this process's CPU "
+        + f"\n\nUnder the profiler {data['seconds']:.2f} s, {cpu:.2f} s of it this process's CPU "
         f"({cpu / campaigns * 1000:.3f} ms per campaign): "
         + (
             "the fan-out is bound by this process's CPU"
             if cpu >= 0.7 * data["seconds"]
             else "most of it waits on PostgreSQL and Redis"
         )
-        + f"; the largest shares: {_leaders(data['by_package_s'], 3).replace(' ms', ' s')}."
+        + f"; the largest shares: {_leaders(shares, 3).replace(' ms', ' s')}."
     )
+
+
+def _render_sweeper(data: dict[str, dict[str, float]]) -> str:
+    sizes = list(data)
+    statements = sorted(
+        {name for size in sizes for name in data[size]},
+        key=lambda name: -max(data[size].get(name, 0.0) for size in sizes),
+    )
+    lines = [
+        "| statement (first 90 characters) | " + " | ".join(f"{s} rows" for s in sizes) + " |",
+        "| --- |" + " ---: |" * len(sizes),
+    ]
+    for name in statements[:TOP]:
+        cells = " | ".join(f"{data[size].get(name, 0.0):.1f} ms" for size in sizes)
+        lines.append(f"| `{name}` | {cells} |")
+    totals = [sum(data[size].values()) for size in sizes]
+    lines.append("| **total** | " + " | ".join(f"**{t:.1f} ms**" for t in totals) + " |")
+    text = (
+        "The database-only sweep of the last repetition at each size, each statement timed "
+        "from the client (round trip and PostgreSQL's work).\n\n" + "\n".join(lines)
+    )
+    if len(sizes) == 2 and statements:
+        grew = max(statements, key=lambda n: data[sizes[1]].get(n, 0) - data[sizes[0]].get(n, 0))
+        delta = data[sizes[1]].get(grew, 0.0) - data[sizes[0]].get(grew, 0.0)
+        text += (
+            f"\n\nFrom {sizes[0]} to {sizes[1]} rows the statements took "
+            f"{totals[1] - totals[0]:+.1f} ms in all; the one that grew most ({delta:+.1f} ms) "
+            f"is `{grew}`."
+        )
+    return text

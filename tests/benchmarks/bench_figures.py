@@ -13,6 +13,7 @@ This module imports aicmo, so it must be imported after :meth:`BenchEnv.install_
 
 from __future__ import annotations
 
+import base64
 import importlib
 import inspect
 import json
@@ -21,16 +22,17 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from sqlalchemy import event
 
-from aicmo.db import session_factory, session_scope
+from aicmo.db import get_engine, session_factory, session_scope
 from aicmo.orchestration.queue import ActionQueue
 from aicmo.orchestration.sweeper import Sweeper
 from tests.benchmarks import bench_effects, plain_app
@@ -104,6 +106,28 @@ def per_action(
     }
 
 
+@contextmanager
+def statement_times(engine: Any) -> Iterator[dict[str, float]]:
+    """Milliseconds per statement (its first 90 characters) run through ``engine``."""
+    times: dict[str, float] = {}
+    started: list[float] = []
+
+    def before(*_: Any) -> None:
+        started.append(time.perf_counter())
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        name = " ".join(statement.split())[:90]
+        times[name] = times.get(name, 0.0) + (time.perf_counter() - started.pop()) * 1000
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield times
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+
+
 class Bench:
     def __init__(
         self,
@@ -133,6 +157,7 @@ class Bench:
             for events in (None, False)
         }
         self.sessions = session_factory()
+        self.last_sweep_statements: dict[str, float] = {}
         self.reference_apps: dict[str, Any] = {}
 
     def close(self) -> None:
@@ -593,6 +618,8 @@ class Bench:
                 metrics = self._one_sweep(sweeper, due_ids)
                 self.results.add(f"sweeper_{label}", "aicmo", {**metrics, **before})
                 self.progress(f"sweeper_{label}", "aicmo", rep, metrics)
+            sweeps = self.results.profiles.setdefault("sweeper", {})
+            sweeps[f"{total:,}"] = self.last_sweep_statements
         self.results.seconds["sweeper"] = time.monotonic() - started
         self.results.load["sweeper"] = os.getloadavg()
 
@@ -634,6 +661,14 @@ class Bench:
         )
         self.redis.delete(AICMO_QUEUE)
 
+    def _queued_actions(self) -> int:
+        """The actions the messages in aicmo's queue carry (a batch message: many)."""
+        total = 0
+        for raw in self.redis.lrange(AICMO_QUEUE, 0, -1):
+            args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
+            total += len(args[0]) if isinstance(args[0], list) else 1
+        return total
+
     def _one_sweep(self, sweeper: Sweeper, due_ids: list[int]) -> dict[str, float]:
         self._reset_due(due_ids)
         started = time.perf_counter()
@@ -643,15 +678,18 @@ class Bench:
         cpu_ms = (time.process_time() - cpu) * 1000
         if report.dispatched != len(due_ids) or report.errors:
             raise RuntimeError(f"sweep dispatched {report.dispatched}/{len(due_ids)}: {report}")
-        queued = int(self.redis.llen(AICMO_QUEUE))
+        queued = self._queued_actions()
         if queued != len(due_ids):
-            raise RuntimeError(f"sweep published {queued}/{len(due_ids)} messages")
-        # The same sweep with a dispatcher that only records: the database's share of it.
+            raise RuntimeError(f"sweep published {queued}/{len(due_ids)} actions")
+        # The same sweep with a dispatcher that only records: the database's share of it,
+        # statement by statement (the profiles section shows where it grows with the table).
         self._reset_due(due_ids)
         recorder = RecordingDispatcher()
-        started = time.perf_counter()
-        Sweeper(dispatcher=recorder).sweep()
-        db_only = (time.perf_counter() - started) * 1000
+        with statement_times(get_engine()) as times:
+            started = time.perf_counter()
+            Sweeper(dispatcher=recorder).sweep()
+            db_only = (time.perf_counter() - started) * 1000
+        self.last_sweep_statements = times
         if len(recorder.sent) != len(due_ids):
             raise RuntimeError(f"recorded sweep sent {len(recorder.sent)}/{len(due_ids)}")
         # The sweep runs in this process: its CPU is this process's (PostgreSQL's is not in it).
