@@ -17,19 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from aicmo.db import db_clock_psycopg
 from aicmo.orchestration.errors import EnqueueError
 
-
-class HasRow(Protocol):
-    def row(self, now: datetime) -> dict[str, Any]: ...
-
-
-Prepared = TypeVar("Prepared", bound=HasRow)
+if TYPE_CHECKING:
+    from aicmo.orchestration.queue import PreparedAction
 
 INSERT_PG = (
     "INSERT INTO aol_actions (idempotency_key, action_type, payload_json, status,"
@@ -42,8 +38,8 @@ INSERT_PG = (
 
 
 def insert_autocommit(
-    engine: Engine, prepare: Callable[[datetime], Prepared]
-) -> tuple[int | None, Prepared | None]:
+    engine: Engine, prepare: Callable[[datetime], PreparedAction]
+) -> tuple[int | None, PreparedAction | None]:
     """Insert ``prepare(now)``'s row (``now``: the database's clock), committed on its own.
     Returns the new id (None: not inserted, see above) and what ``prepare`` returned (None if
     it was not reached). ``prepare``'s own errors (an invalid payload) are raised as they are."""
@@ -53,7 +49,7 @@ def insert_autocommit(
     raw = engine.raw_connection()
     driver = raw.driver_connection
     assert driver is not None
-    prepared: Prepared | None = None
+    prepared: PreparedAction | None = None
     healthy = False  # give the connection back to the pool, or drop it
     try:
         driver.autocommit = True
