@@ -31,7 +31,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -46,8 +45,13 @@ from tests.benchmarks.bench_explain_report import (
     SAMPLE_HZ,
     split_cpu,
 )
-from tests.benchmarks.bench_figures import Bench, per_action
-from tests.benchmarks.bench_profile import package_of, py_spy_record, self_by_package
+from tests.benchmarks.bench_figures import Bench
+from tests.benchmarks.bench_profile import (
+    package_of,
+    py_spy_record,
+    sampled_e2e,
+    self_by_package,
+)
 from tests.support.processes import ROOT
 
 _IMPORT_SCRIPT = """
@@ -84,31 +88,13 @@ def figure_profiles(bench: Bench, count: int) -> None:
 # -- measuring -------------------------------------------------------------------------------
 
 
-@contextmanager
-def sampling(env: BenchEnv, worker: Worker, raw: Path) -> Iterator[None]:
-    with py_spy_record(env, worker.pid, raw, rate=SAMPLE_HZ, gil=True):
-        yield
-
-
 def worker_cpu(bench: Bench, kind: str, count: int) -> dict[str, Any]:
-    bench.reset()
-    worker = bench.start_worker(kind)
     raw = bench.env.tmp / f"profile-{kind}.raw.txt"
-    try:
-        with sampling(bench.env, worker, raw):
-            cpu_before = worker.cpu_seconds()
-            started = time.time()
-            for n in range(count):
-                bench.enqueue_one(kind, n)
-            state = bench.wait_done(kind, count, worker)
-            cpu = per_action(cpu_before, worker.cpu_seconds(), count)
-        main, pool = self_by_package(raw, worker.pid)
-    finally:
-        bench.stop_worker(worker)
-    assert state.last_done is not None
+    pid, rate, cpu = sampled_e2e(bench, kind, count, raw, rate=SAMPLE_HZ, gil=True)
+    main, pool = self_by_package(raw, pid)
     return {
         "count": count,
-        "rate": count / (state.last_done - started),
+        "rate": rate,
         **cpu,
         "main": split_cpu(main, cpu["main_cpu_ms"]),
         "pool": split_cpu(pool, cpu["pool_cpu_ms"]),
@@ -245,7 +231,7 @@ def embedded_cpu(bench: Bench, count: int) -> dict[str, Any]:
     @contextmanager
     def sampled(worker: Worker) -> Iterator[None]:
         pids.append(worker.pid)
-        with sampling(bench.env, worker, raw):
+        with py_spy_record(bench.env, worker.pid, raw, rate=SAMPLE_HZ, gil=True):
             yield
 
     measured = bench.run_embedded("aicmo", count, sampled)

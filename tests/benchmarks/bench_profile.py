@@ -180,23 +180,31 @@ def py_spy_record(
         raise RuntimeError(f"py-spy wrote nothing: {out_bytes.decode(errors='replace')[-2000:]}")
 
 
-def profile_worker_py_spy(bench: Bench, kind: str, out_dir: Path, count: int) -> str:
+def sampled_e2e(
+    bench: Bench, kind: str, count: int, raw: Path, *, rate: int = RATE_HZ, gil: bool = False
+) -> tuple[int, float, dict[str, float]]:
+    """``count`` no-op actions one by one through a fresh worker of ``kind`` while py-spy
+    samples it into ``raw``: (the worker's main pid, actions/s, CPU ms per action)."""
     bench.reset()
     worker = bench.start_worker(kind)
-    raw = out_dir / f"profile-{kind}.raw.txt"
     try:
-        with py_spy_record(bench.env, worker.pid, raw):
+        with py_spy_record(bench.env, worker.pid, raw, rate=rate, gil=gil):
             cpu_before = worker.cpu_seconds()
             started = time.time()
             for n in range(count):
                 bench.enqueue_one(kind, n)
             state = bench.wait_done(kind, count, worker)
             assert state.last_done is not None
-            rate = count / (state.last_done - started)
             cpu = per_action(cpu_before, worker.cpu_seconds(), count)
-        main, pool = parse_raw(raw, worker.pid, kind)
+        return worker.pid, count / (state.last_done - started), cpu
     finally:
         bench.stop_worker(worker)
+
+
+def profile_worker_py_spy(bench: Bench, kind: str, out_dir: Path, count: int) -> str:
+    raw = out_dir / f"profile-{kind}.raw.txt"
+    pid, rate, cpu = sampled_e2e(bench, kind, count, raw)
+    main, pool = parse_raw(raw, pid, kind)
     sampled = [
         f"{role} {profile.samples / RATE_HZ / count * 1000:.2f} ms"
         for role, profile in (("main process", main), ("pool children", pool))
