@@ -150,7 +150,8 @@ class Tick(NamedTuple):
     outcome: str | None  # "done", "stopped" or "skipped" (the campaign's lease was held)
     succeeded: int  # SUCCEEDED events in its log
     runs: int  # its effect: finished tick runs (cam_orchestrator_runs) naming it
-    created: datetime  # one fan-out run enqueues all its ticks at one instant
+    started: datetime | None  # claimed (the database's clock)
+    finished: datetime | None  # its outcome recorded, with its lease released in that commit
 
 
 def tick_rows(url: str) -> list[Tick]:
@@ -173,7 +174,8 @@ def tick_rows(url: str) -> list[Tick]:
                 AOLAction.payload_json,
                 AOLAction.status,
                 AOLAction.result_json,
-                AOLAction.created_at_utc,
+                AOLAction.started_at_utc,
+                AOLAction.finished_at_utc,
             )
             .where(AOLAction.action_type == keys.TICK)
             .order_by(AOLAction.id)
@@ -187,9 +189,38 @@ def tick_rows(url: str) -> list[Tick]:
             (row.result_json or {}).get("outcome"),
             succeeded.get(row.id, 0),
             runs.get(row.id, 0),
-            row.created_at_utc,
+            row.started_at_utc,
+            row.finished_at_utc,
         )
         for row in rows
+    ]
+
+
+# How much later than its outcome's timestamp a tick's commit (which frees its lease) may land.
+COMMIT_SLACK = timedelta(seconds=0.5)
+
+
+def unexplained_skips(ticks: list[Tick]) -> list[Tick]:
+    """The skipped ticks that no working tick of their campaign explains.
+
+    A tick is skipped when it finds its campaign's lease held by a live tick. That tick took
+    the lease after it was claimed and freed it when its outcome committed, so the skipped
+    tick ran inside that window: some tick of the same campaign with an effect was claimed
+    before the skipped one finished and finished after the skipped one was claimed. A skip
+    with no such tick means a lease outlived its tick (left behind, released late)."""
+    working: dict[int, list[Tick]] = defaultdict(list)
+    for tick in ticks:
+        if tick.runs >= 1 and tick.started and tick.finished:
+            working[tick.campaign].append(tick)
+    return [
+        tick
+        for tick in ticks
+        if tick.outcome == "skipped"
+        and not any(
+            holder.started <= tick.finished and tick.started <= holder.finished + COMMIT_SLACK
+            for holder in working[tick.campaign]
+            if tick.started and tick.finished and holder.started and holder.finished
+        )
     ]
 
 
@@ -207,15 +238,15 @@ def settle_ticks(
     beats were spawned or after they stopped may exist.
 
     A tick may find its campaign's lease held by another tick of the same campaign and do
-    nothing ("skipped", the campaign's one-tick-at-a-time rule): allowed only for a slot that
-    one fan-out run enqueued together with another slot of that campaign (a catch-up after a
-    moment without beat), since only those run side by side."""
+    nothing ("skipped", the campaign's one-tick-at-a-time rule): allowed only while a tick of
+    that campaign that did the work was running (``unexplained_skips``). Two slots of one
+    campaign run side by side after a catch-up, and also when the workers fall behind."""
     books = TickBooks()
     found: dict[tuple[int, datetime], list[Tick]] = defaultdict(list)
-    batches: Counter[tuple[int, datetime]] = Counter()
-    for tick in tick_rows(url):
+    ticks = tick_rows(url)
+    for tick in ticks:
         found[(tick.campaign, tick.slot)].append(tick)
-        batches[(tick.campaign, tick.created)] += 1
+    unexplained = {tick.id for tick in unexplained_skips(ticks)}
     for cid, cadence in cadences.items():
         low = latest_slot(cadence, clock_at(clock, first))
         high = latest_slot(cadence, clock_at(clock, last))
@@ -236,8 +267,8 @@ def settle_ticks(
             for tick in found[(cid, slot)]:
                 if tick.outcome == "skipped":
                     books.skipped += 1
-                    if batches[(cid, tick.created)] < 2:
-                        books.problems.append(f"a lone tick was skipped: {tick}")
+                    if tick.id in unexplained:
+                        books.problems.append(f"skipped with no tick running: {tick}")
                 extra = max(tick.succeeded - 1, 0) + max(tick.runs - 1, 0)
                 if slot not in allowed:
                     extra += 1
