@@ -664,6 +664,22 @@ METHOD = """\
 """
 
 
+def missed_figures(rows: list[Row]) -> list[str]:
+    """The names of the rows that missed their target, each readable alone: an indented
+    "the same, vs X" row is named after the figure above it."""
+    found: list[str] = []
+    parent = ""
+    for row in rows:
+        name = row.figure.strip()
+        if not row.figure.startswith(" "):
+            parent = name.split(", vs ")[0]
+        elif name.startswith("the same"):
+            name = parent + name.removeprefix("the same")
+        if row.met == "**no**":
+            found.append(name)
+    return found
+
+
 def markdown(
     rows: list[Row],
     results: Results,
@@ -679,7 +695,7 @@ def markdown(
     fact_lines = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
     from tests.benchmarks.bench_explain_report import render
 
-    explained = render(results, [row.figure.strip() for row in rows if row.met == "**no**"])
+    explained = render(results, missed_figures(rows))
     busy = [row.figure.strip() for row in rows if "busy" in row.load]
     quiet = (
         f"**{len(busy)} row(s) ran with a 1-minute load average above {LOAD_LIMIT:.1f}** "

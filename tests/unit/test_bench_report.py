@@ -7,12 +7,14 @@ from __future__ import annotations
 import math
 
 from tests.benchmarks.bench_report import (
+    Row,
     build_rows,
     cpu_rows,
     fell_behind,
     load_before,
     load_mark,
     markdown,
+    missed_figures,
     over_capacity,
     paired_ratios,
     ratio_stat,
@@ -233,3 +235,21 @@ def test_a_merged_run_keeps_the_earlier_figures_and_drops_the_ones_measured_agai
     assert again.get("drain", "aicmo", "rate") == [] and "drain" not in again.not_measured
     assert "sweeper_small" not in again.values and "drain" not in again.load_before
     assert again.get("e2e", "plain", "rate") == [300.0] and again.profiles
+
+
+def test_a_missed_the_same_row_is_named_after_the_figure_above_it() -> None:
+    def row(figure: str, met: str) -> Row:
+        return Row(figure, "1", "1", "1x", ">= 0.7x", met)
+
+    rows = [
+        row("e2e throughput (5,000 no-op), vs plain, aicmo's settings", "**no**"),
+        row("  the same, vs plain, Celery's default events", "**no**"),
+        row("  context: one PostgreSQL state row per job", ""),
+        row("drain throughput (5,000 queued), vs plain, aicmo's settings", "yes"),
+        row("  the same, vs plain, Celery's default events", "**no**"),
+    ]
+    assert missed_figures(rows) == [
+        "e2e throughput (5,000 no-op), vs plain, aicmo's settings",
+        "e2e throughput (5,000 no-op), vs plain, Celery's default events",
+        "drain throughput (5,000 queued), vs plain, Celery's default events",
+    ]
