@@ -105,9 +105,6 @@ class ActionClock:
                 self._deadline = None
 
 
-_unanswered: dict[tuple[int, ...], str] = {}
-
-
 def run_batch(
     executor: Executor,
     action_ids: Sequence[int],
@@ -121,7 +118,7 @@ def run_batch(
         # Never batched by the dispatcher; a hand-made batch message still keeps the keys.
         return [executor.run(i, action_type) for i in ids]
     key = tuple(ids)
-    unanswered = _unanswered.pop(key, None)
+    unanswered = executor.take_unanswered(key)
     prefix = unanswered or executor.new_token() + TOKEN_SEPARATOR
     try:
         claimed = executor.store.claim_many(
@@ -134,9 +131,7 @@ def run_batch(
         )
     except (StoreUnavailable, OperationalError, InterfaceError) as exc:
         # The claim may have committed unanswered: the message's retry asks with these tokens.
-        while len(_unanswered) >= 1000:
-            _unanswered.pop(next(iter(_unanswered)))
-        _unanswered[key] = prefix
+        executor.remember_unanswered(key, prefix)
         raise DatabaseUnavailable(describe_error(exc)) from exc
     outcomes: list[Outcome] = []
     got = {c.id for c in claimed}

@@ -147,9 +147,12 @@ class Executor:
     _store: ActionStore | None = field(default=None, init=False, repr=False)
     _tokens: itertools.count[int] = field(default_factory=itertools.count, init=False, repr=False)
     _nonce: str = field(default_factory=lambda: uuid.uuid4().hex[:6], init=False, repr=False)
-    # action id -> token of a claim whose answer never came (the database was unreachable):
-    # the message's retry asks first whether that claim went through.
-    _unanswered: dict[int, str] = field(default_factory=dict, init=False, repr=False)
+    # action id (a batch: its sorted ids) -> token (a batch: token prefix) of a claim whose
+    # answer never came (the database was unreachable): the message's retry asks first
+    # whether that claim went through. See remember_unanswered / take_unanswered.
+    _unanswered: dict[int | tuple[int, ...], str] = field(
+        default_factory=dict, init=False, repr=False
+    )
     # Claim tokens whose concurrency slot was freed in their SUCCESS transaction already.
     _released: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -175,7 +178,7 @@ class Executor:
         """Claim, run and record one action. ``payload``: validate and run this one instead of
         the row's (the original's direct ``handle_*`` calls pass theirs)."""
         spec = registry.get(action_type)
-        unanswered = self._unanswered.pop(action_id, None)
+        unanswered = self.take_unanswered(action_id)
         token = unanswered or self.new_token()
         claimed = self._claim(action_id, spec, token, reclaim=unanswered is not None)
         if isinstance(claimed, Outcome):
@@ -240,13 +243,13 @@ class Executor:
                 )
                 break
             except StoreUnavailable as exc:
-                self._remember_unanswered(action_id, token)
+                self.remember_unanswered(action_id, token)
                 raise DatabaseUnavailable(describe_error(exc)) from exc
             except (OperationalError, InterfaceError) as exc:
                 # A restarted PostgreSQL leaves dead connections in the pool; the first error
                 # invalidates them all, so one immediate second try usually gets through.
                 if attempt == 2 or not getattr(exc, "connection_invalidated", False):
-                    self._remember_unanswered(action_id, token)
+                    self.remember_unanswered(action_id, token)
                     raise DatabaseUnavailable(describe_error(exc)) from exc
         if claimed is not None:
             if log.isEnabledFor(logging.DEBUG):
@@ -286,7 +289,7 @@ class Executor:
                 skew_seconds=CLAIM_SKEW.total_seconds(),
             )
         except (StoreUnavailable, OperationalError, InterfaceError) as exc:
-            self._remember_unanswered(action_id, token)
+            self.remember_unanswered(action_id, token)
             raise DatabaseUnavailable(describe_error(exc)) from exc
         if keyed.claimed is not None:
             return keyed.claimed
@@ -302,11 +305,14 @@ class Executor:
         with new_session(self._engine()) as session, session.begin():
             return self._why_not_claimed(session, action_id, spec, db_now(session))
 
-    def _remember_unanswered(self, action_id: int, token: str) -> None:
+    def remember_unanswered(self, claim: int | tuple[int, ...], token: str) -> None:
         # Bounded: after a long outage the oldest are forgotten (their leases end anyway).
         while len(self._unanswered) >= MAX_UNANSWERED:
             self._unanswered.pop(next(iter(self._unanswered)))
-        self._unanswered[action_id] = token
+        self._unanswered[claim] = token
+
+    def take_unanswered(self, claim: int | tuple[int, ...]) -> str | None:
+        return self._unanswered.pop(claim, None)
 
     def _why_not_claimed(
         self, session: Session, action_id: int, spec: ActionType, now: datetime

@@ -86,6 +86,44 @@ def test_a_claim_lost_with_the_database_down_is_recognised_by_the_messages_next_
     assert_nothing_stranded()
 
 
+def test_a_batch_claim_lost_with_the_database_down_is_recognised_by_the_next_delivery(
+    book: Book, database_url: str
+) -> None:
+    """The same for a batch message, whose claim does not reconnect by itself: the message's
+    later deliveries (one more failing while the database is down) claim the batch with the
+    unanswered claim's token prefix, so every action keeps one claim and one attempt."""
+    from aicmo.orchestration.batch import run_batch
+    from aicmo.orchestration.executor import DatabaseUnavailable
+
+    with session_scope() as s:
+        ids = [
+            e.action_id
+            for e in ActionQueue.enqueue_many(
+                s, [("T_ISOLATED_EFFECT", {"tag": f"batch-lost-{i}"}) for i in range(3)]
+            )
+        ]
+    original = make_url(database_url)
+    with DroppingProxy((original.host or "127.0.0.1", original.port or 5432)) as proxy:
+        url = original.set(host="127.0.0.1", port=proxy.port)
+        engine = create_db_engine(url.render_as_string(hide_password=False))
+        executor = Executor(engine=engine)
+        proxy.arm(b"UPDATE aol_actions a SET status = 'RUNNING'", then_refuse=1)
+        try:
+            for _ in range(2):  # the lost reply, then a delivery while the database is down
+                with pytest.raises(DatabaseUnavailable):
+                    run_batch(executor, ids, "T_ISOLATED_EFFECT")
+                assert set(book.statuses(ids).values()) == {"RUNNING"}  # committed, unanswered
+            outcomes = run_batch(executor, ids, "T_ISOLATED_EFFECT")  # the message's retry
+        finally:
+            engine.dispose()
+    assert [o.kind for o in outcomes] == [OutcomeKind.SUCCEEDED] * 3, outcomes
+    for action_id in ids:
+        assert (book.action(action_id).status, book.action(action_id).attempts) == ("SUCCESS", 1)
+        assert book.events(action_id) == ["CLAIMED", "SUCCEEDED"]
+    assert len(book.effects("batch-lost-")) == 3
+    assert_nothing_stranded()
+
+
 SWEEP_LOOP = """
 import time, tasks
 from aicmo.orchestration.sweeper import Sweeper
