@@ -183,8 +183,14 @@ class ActionTask(Task):
             if delay <= get_settings().dispatch_horizon_seconds:
                 from aicmo.orchestration.queue import publish_now
 
-                publish_now([Dispatch(action_id, self.action_type, delay)])
+                publish_now([Dispatch(action_id, self.action_type, delay, message_priority(self))])
         return {"action_id": action_id, "status": kind.value, "detail": outcome.error}
+
+
+def message_priority(task: Task) -> int | None:
+    """The broker priority of the message being run, for the messages it sends on (Celery's
+    own ``retry`` keeps it the same way): a bulk publish's retry stays behind other work."""
+    return (task.request.delivery_info or {}).get("priority")
 
 
 class BatchTask(Task):
@@ -219,13 +225,14 @@ class BatchTask(Task):
             )
             raise self.retry(countdown=DATABASE_RETRY_SECONDS, exc=exc) from None
         horizon = get_settings().dispatch_horizon_seconds
+        priority = message_priority(self)
         for outcome in outcomes:
             if outcome.kind in (OutcomeKind.RETRY, OutcomeKind.NOT_DUE):
                 delay = outcome.retry_in()
                 if delay <= horizon:
                     # One message of its own, as a single action's retry; beyond the horizon
                     # the sweeper sends it when due.
-                    publish_now([Dispatch(outcome.action_id, self.action_type, delay)])
+                    publish_now([Dispatch(outcome.action_id, self.action_type, delay, priority)])
         return batch.counts(outcomes)
 
 

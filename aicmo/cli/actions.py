@@ -158,6 +158,7 @@ def actions_show(action_id: int, as_json: bool) -> None:
         "created_at_utc",
         "started_at_utc",
         "finished_at_utc",
+        "priority",
         "claimed_by",
         "last_error",
     ):

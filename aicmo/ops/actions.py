@@ -64,6 +64,7 @@ def action_dict(
         "started_at_utc": iso(action.started_at_utc),
         "finished_at_utc": iso(action.finished_at_utc),
         "queued_at_utc": iso(action.queued_at_utc),
+        "priority": action.priority,  # the broker priority of its messages; None: 0, the top
         "claimed_by": action.claimed_by,
         "last_error": action.last_error,
         "payload": payload,

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 WAITING_ERROR = "waiting for a concurrency slot of "
 
+# A woken waiter: (action id, action type, broker priority from its row).
+Woken = tuple[int, str, int | None]
+
 
 @dataclass(frozen=True, slots=True)
 class KeyedClaim:
@@ -140,7 +143,7 @@ RELEASE_PG = """
     UPDATE aol_actions SET status = 'READY', not_before_utc = now(), queued_at_utc = now(),
         last_error = NULL, updated_at_utc = now()
     WHERE id IN (SELECT action_id FROM picked) AND status = 'PENDING'
-    RETURNING id, action_type
+    RETURNING id, action_type, priority
 """
 WAKE_PG = """
     WITH picked AS (
@@ -154,7 +157,7 @@ WAKE_PG = """
     UPDATE aol_actions SET status = 'READY', not_before_utc = now(), queued_at_utc = now(),
         last_error = NULL, updated_at_utc = now()
     WHERE id IN (SELECT action_id FROM picked) AND status = 'PENDING'
-    RETURNING id, action_type
+    RETURNING id, action_type, priority
 """
 # After parking: wake as many waiters as the key has free slots. ``FOR UPDATE`` on every slot
 # of the key waits for a release still in flight and reads its result, so a release whose
@@ -175,7 +178,7 @@ WAKE_IF_FREE_PG = """
     UPDATE aol_actions SET status = 'READY', not_before_utc = now(), queued_at_utc = now(),
         last_error = NULL, updated_at_utc = now()
     WHERE id IN (SELECT action_id FROM picked) AND status = 'PENDING'
-    RETURNING id, action_type
+    RETURNING id, action_type, priority
 """
 # Waiter rows whose action no longer waits (finished, cancelled, purged; an older version
 # never deleted them on cancel): the wake-ups skip them already, this keeps the table small.
@@ -326,7 +329,7 @@ def _claim_sqlite(
     return KeyedClaim(None, key, parked=True)
 
 
-def _sqlite_wake(conn: Any, key: str, n: int) -> list[tuple[int, str]]:
+def _sqlite_wake(conn: Any, key: str, n: int) -> list[Woken]:
     now = utcnow()
     ids = [
         row[0]
@@ -339,25 +342,25 @@ def _sqlite_wake(conn: Any, key: str, n: int) -> list[tuple[int, str]]:
             {"key": key, "n": n},
         )
     ]
-    woken: list[tuple[int, str]] = []
+    woken: list[Woken] = []
     for action_id in ids:
         conn.execute(text("DELETE FROM aol_slot_waiters WHERE action_id = :id"), {"id": action_id})
         row = conn.execute(
             st._sql(
                 "UPDATE aol_actions SET status = 'READY', not_before_utc = :now, "
                 "queued_at_utc = :now, last_error = NULL, updated_at_utc = :now "
-                "WHERE id = :id AND status = 'PENDING' RETURNING id, action_type"
+                "WHERE id = :id AND status = 'PENDING' RETURNING id, action_type, priority"
             ),
             {"id": action_id, "now": now},
         ).first()
         if row is not None:
-            woken.append((row[0], row[1]))
+            woken.append((row[0], row[1], row[2]))
     return woken
 
 
-def _send(woken: list[tuple[int, str]], dispatcher: Dispatcher | None = None) -> None:
+def _send(woken: list[Woken], dispatcher: Dispatcher | None = None) -> None:
     if woken:
-        items = [Dispatch(action_id, action_type) for action_id, action_type in woken]
+        items = [Dispatch(id_, type_, priority=priority) for id_, type_, priority in woken]
         from aicmo.orchestration.queue import publish_now  # the ORM; only when waking
 
         publish_now(items, dispatcher)
@@ -380,12 +383,12 @@ def release(store: st.ActionStore, token: str) -> None:
     _send(woken)
 
 
-def release_in(conn: Any, token: str) -> list[tuple[int, str]]:
+def release_in(conn: Any, token: str) -> list[Woken]:
     """:func:`release` inside the caller's transaction (the SUCCESS of the slot's holder):
     returns the woken waiters, to :func:`send_woken` once that transaction has committed."""
     if conn.dialect.name == "postgresql":
         sql = RELEASE_PG.replace("%(token)s", ":token")
-        return [(row[0], row[1]) for row in conn.execute(text(sql), {"token": token})]
+        return [(row[0], row[1], row[2]) for row in conn.execute(text(sql), {"token": token})]
     key = conn.execute(
         text(
             "UPDATE aol_slots SET action_id = NULL, token = NULL, taken_at_utc = NULL "
@@ -396,7 +399,7 @@ def release_in(conn: Any, token: str) -> list[tuple[int, str]]:
     return _sqlite_wake(conn, key, 1) if key is not None else []
 
 
-def send_woken(woken: list[tuple[int, str]]) -> None:
+def send_woken(woken: list[Woken]) -> None:
     _send(woken)
 
 
@@ -417,7 +420,7 @@ def free_stale(engine: Engine, dispatcher: Dispatcher | None = None) -> int:
     with engine.begin() as conn:
         conn.execute(text(STALE_WAITERS_SQL))
         keys = [row[0] for row in conn.execute(text(STALE_SQL))]
-        woken: list[tuple[int, str]] = []
+        woken: list[Woken] = []
         if keys and engine.dialect.name != "postgresql":
             for key in keys:
                 woken += _sqlite_wake(conn, key, 1)
@@ -425,7 +428,7 @@ def free_stale(engine: Engine, dispatcher: Dispatcher | None = None) -> int:
         with engine.begin() as conn:
             for key in keys:
                 woken += [
-                    (row[0], row[1])
+                    (row[0], row[1], row[2])
                     for row in conn.execute(
                         text(WAKE_PG.replace("%(key)s", ":key").replace("%(n)s", "1")),
                         {"key": key},
@@ -439,7 +442,7 @@ def free_stale(engine: Engine, dispatcher: Dispatcher | None = None) -> int:
 
 def _fetchall(
     store: st.ActionStore, sql: str, params: dict[str, Any], *, durable: bool = True
-) -> list[tuple[int, str]]:
+) -> list[Woken]:
     """``durable=False``: commit without waiting for the WAL flush (one fsync less per keyed
     action). Only for the release: if a crash loses it, the slot stays taken by a token whose
     action is no longer RUNNING, which the sweeper's :func:`free_stale` frees (and wakes a
@@ -449,8 +452,8 @@ def _fetchall(
     with conn.cursor() as cursor:
         if durable:
             cursor.execute(sql, params)
-            return [(row[0], row[1]) for row in cursor.fetchall()]
+            return [(row[0], row[1], row[2]) for row in cursor.fetchall()]
         with conn.transaction():
             cursor.execute("SET LOCAL synchronous_commit = off")
             cursor.execute(sql, params)
-            return [(row[0], row[1]) for row in cursor.fetchall()]
+            return [(row[0], row[1], row[2]) for row in cursor.fetchall()]

@@ -80,11 +80,11 @@ def replay_many(session: Session, action_ids: Sequence[int], by: str = "operator
             lease_expires_at_utc=None,
             updated_at_utc=now,
         )
-        .returning(AOLAction.id, AOLAction.action_type)
+        .returning(AOLAction.id, AOLAction.action_type, AOLAction.priority)
         .execution_options(synchronize_session=False)
     ).all()
     if rows:
-        drop_waiters(session, [action_id for action_id, _ in rows])
+        drop_waiters(session, [row.id for row in rows])
         session.execute(
             insert(AOLExecutionLog),
             [
@@ -95,13 +95,14 @@ def replay_many(session: Session, action_ids: Sequence[int], by: str = "operator
                     "error": previous.get(action_id),
                     "created_at_utc": now,
                 }
-                for action_id, _ in rows
+                for action_id, _, _ in rows
             ],
         )
         dispatch_after_commit(
-            session, [Dispatch(action_id, t, batchable=True) for action_id, t in rows]
+            session,
+            [Dispatch(i, t, priority=p, batchable=True) for i, t, p in rows],
         )
-        for action_id, action_type in rows:
+        for action_id, action_type, _ in rows:
             log.info(
                 "action %s %s replayed by %s",
                 action_id,
@@ -114,7 +115,7 @@ def replay_many(session: Session, action_ids: Sequence[int], by: str = "operator
                     "by": by,
                 },
             )
-    return [action_id for action_id, _ in rows]
+    return [row.id for row in rows]
 
 
 def replay_dead_letters(

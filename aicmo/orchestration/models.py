@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     case,
@@ -126,6 +127,10 @@ class AOLAction(Base):
     # When the last message for this action was due to reach a worker (publish time plus
     # countdown). NULL means "no message sent yet": the sweeper sends it when it is due.
     queued_at_utc: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The broker priority of every message sent for this action (its first, its retries, the
+    # sweeper's resends, a wake-up, a replay), so a bulk publish stays behind other work
+    # (aicmo.orchestration.dispatch.BULK_PRIORITY). NULL: 0, the top.
+    priority: Mapped[int | None] = mapped_column(SmallInteger)
     result_json: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     logs: Mapped[list[AOLExecutionLog]] = relationship(

@@ -373,7 +373,8 @@ class ActionQueue:
         priority: int | None = None,
     ) -> list[Enqueued]:
         """Add many actions in one round trip (per 1,000 rows), all or nothing.
-        ``priority``: the broker priority of their messages (``dispatch.BULK_PRIORITY``).
+        ``priority``: the broker priority of their messages (``dispatch.BULK_PRIORITY``),
+        kept on the rows for every later message (retries, resends, wake-ups, replays).
 
         Each item is ``(type, payload)``, ``(type, payload, key)`` or a dict with
         ``action_type``, ``payload``, ``idempotency_key`` and ``not_before``. Every item is
@@ -404,7 +405,7 @@ class ActionQueue:
         # A savepoint, so that a conflict found after the insert leaves the caller's
         # transaction exactly as it was.
         with session.begin_nested():
-            rows = [p.row(now) for p in unique]
+            rows = [p.row(now) | {"priority": priority} for p in unique]
             inserted = (
                 session.connection()
                 .execute(_insert(session).returning(_TABLE.c.id, _TABLE.c.idempotency_key), rows)

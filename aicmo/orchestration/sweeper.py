@@ -356,7 +356,12 @@ class Sweeper:
                         ),
                         updated_at_utc=now,
                     )
-                    .returning(AOLAction.id, AOLAction.action_type, AOLAction.not_before_utc)
+                    .returning(
+                        AOLAction.id,
+                        AOLAction.action_type,
+                        AOLAction.not_before_utc,
+                        AOLAction.priority,
+                    )
                     .execution_options(synchronize_session=False)
                 ).all()
             total += len(rows)
@@ -397,7 +402,12 @@ class Sweeper:
                     update(AOLAction)
                     .where(AOLAction.id.in_(ids), AOLAction.queued_at_utc < cutoff)
                     .values(queued_at_utc=now, updated_at_utc=now)
-                    .returning(AOLAction.id, AOLAction.action_type, AOLAction.not_before_utc)
+                    .returning(
+                        AOLAction.id,
+                        AOLAction.action_type,
+                        AOLAction.not_before_utc,
+                        AOLAction.priority,
+                    )
                     .execution_options(synchronize_session=False)
                 ).all()
             if rows:
@@ -418,9 +428,10 @@ class Sweeper:
                 action_id,
                 action_type,
                 max(0.0, (not_before - now).total_seconds()),
+                priority,
                 batchable=True,
             )
-            for action_id, action_type, not_before in rows
+            for action_id, action_type, not_before, priority in rows
         ]
         return publish_now(items, self.dispatcher)
 

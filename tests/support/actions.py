@@ -98,6 +98,23 @@ def kill_worker(ctx: ActionContext, payload: TagPayload) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+# Long enough between attempts to see a retry's message waiting on the worker's ETA timer.
+SLOW_RETRY = RetryPolicy(max_attempts=3, base_delay=4.0, factor=1.0, max_delay=4.0, jitter=0.0)
+
+
+@registry.action(
+    "T_SLOW_RETRY",
+    payload=EffectPayload,
+    retry=SLOW_RETRY,
+    soft_time_limit=8,
+    time_limit=10,
+    queue=ISOLATED,
+)
+def slow_retry(ctx: ActionContext, payload: EffectPayload) -> dict[str, Any] | None:
+    """Like T_EFFECT, 4 s between attempts."""
+    return effect(ctx, payload)
+
+
 class SleepPayload(BaseModel):
     tag: str = "x"
     seconds: float = 60.0
