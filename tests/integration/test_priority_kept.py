@@ -99,7 +99,7 @@ def test_a_retry_out_of_a_bulk_batch_keeps_the_bulk_priority(
     book: Book, celery_app: Any, isolated_worker: CeleryProcess
 ) -> None:
     # Two in one batch message at the bulk priority; each fails its first attempt, and its
-    # retry (a message of its own, 4 s off) waits on the worker's ETA timer meanwhile.
+    # retry (a message of its own, 6 s off) waits on the worker's ETA timer meanwhile.
     ids = enqueue_bulk(2, "retry", fail_first=1, action_type="T_SLOW_RETRY")
     scheduled: dict[int, Any] = {}
 

@@ -99,7 +99,7 @@ def kill_worker(ctx: ActionContext, payload: TagPayload) -> None:
 
 
 # Long enough between attempts to see a retry's message waiting on the worker's ETA timer.
-SLOW_RETRY = RetryPolicy(max_attempts=3, base_delay=4.0, factor=1.0, max_delay=4.0, jitter=0.0)
+SLOW_RETRY = RetryPolicy(max_attempts=3, base_delay=6.0, factor=1.0, max_delay=6.0, jitter=0.0)
 
 
 @registry.action(
@@ -111,7 +111,7 @@ SLOW_RETRY = RetryPolicy(max_attempts=3, base_delay=4.0, factor=1.0, max_delay=4
     queue=ISOLATED,
 )
 def slow_retry(ctx: ActionContext, payload: EffectPayload) -> dict[str, Any] | None:
-    """Like T_EFFECT, 4 s between attempts."""
+    """Like T_EFFECT, 6 s between attempts."""
     return effect(ctx, payload)
 
 
