@@ -13,9 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from aicmo.db import create_db_engine, session_scope
@@ -31,21 +34,28 @@ pytestmark = pytest.mark.usefixtures("clean", "celery_app")
 FAKETIME = shutil.which("faketime") or "/usr/bin/faketime"
 
 
+@contextmanager
+def through_dropping_proxy(database_url: str) -> Iterator[tuple[DroppingProxy, Engine]]:
+    """An engine whose connections go through a proxy that can lose a statement's reply."""
+    original = make_url(database_url)
+    with DroppingProxy((original.host or "127.0.0.1", original.port or 5432)) as proxy:
+        url = original.set(host="127.0.0.1", port=proxy.port)
+        engine = create_db_engine(url.render_as_string(hide_password=False))
+        try:
+            yield proxy, engine
+        finally:
+            engine.dispose()
+
+
 def test_a_claim_whose_reply_was_lost_is_recognised_as_its_own_by_the_retry(
     book: Book, database_url: str
 ) -> None:
     with session_scope() as s:
         # The isolated queue: no worker reads it here, so this test's executor is the only one.
         action = ActionQueue.enqueue_action(s, "T_ISOLATED_EFFECT", {"tag": "lost-reply"})
-    original = make_url(database_url)
-    with DroppingProxy((original.host or "127.0.0.1", original.port or 5432)) as proxy:
-        url = original.set(host="127.0.0.1", port=proxy.port)
-        engine = create_db_engine(url.render_as_string(hide_password=False))
+    with through_dropping_proxy(database_url) as (proxy, engine):
         proxy.arm(b"UPDATE aol_actions SET status = 'RUNNING'")
-        try:
-            outcome = Executor(engine=engine).run(action.id, "T_ISOLATED_EFFECT")
-        finally:
-            engine.dispose()
+        outcome = Executor(engine=engine).run(action.id, "T_ISOLATED_EFFECT")
         assert proxy.dropped.is_set(), "the claim's reply was never dropped"
     assert outcome.kind is OutcomeKind.SUCCEEDED, outcome
     row = book.action(action.id)
@@ -66,19 +76,13 @@ def test_a_claim_lost_with_the_database_down_is_recognised_by_the_messages_next_
 
     with session_scope() as s:
         action = ActionQueue.enqueue_action(s, "T_ISOLATED_EFFECT", {"tag": "lost-twice"})
-    original = make_url(database_url)
-    with DroppingProxy((original.host or "127.0.0.1", original.port or 5432)) as proxy:
-        url = original.set(host="127.0.0.1", port=proxy.port)
-        engine = create_db_engine(url.render_as_string(hide_password=False))
+    with through_dropping_proxy(database_url) as (proxy, engine):
         executor = Executor(engine=engine)
         proxy.arm(b"UPDATE aol_actions SET status = 'RUNNING'", then_refuse=1)
-        try:
-            with pytest.raises(DatabaseUnavailable):
-                executor.run(action.id, "T_ISOLATED_EFFECT")
-            assert book.action(action.id).status == "RUNNING"  # committed, unanswered
-            outcome = executor.run(action.id, "T_ISOLATED_EFFECT")  # the message's retry
-        finally:
-            engine.dispose()
+        with pytest.raises(DatabaseUnavailable):
+            executor.run(action.id, "T_ISOLATED_EFFECT")
+        assert book.action(action.id).status == "RUNNING"  # committed, unanswered
+        outcome = executor.run(action.id, "T_ISOLATED_EFFECT")  # the message's retry
     assert outcome.kind is OutcomeKind.SUCCEEDED, outcome
     assert (book.action(action.id).status, book.action(action.id).attempts) == ("SUCCESS", 1)
     assert book.events(action.id) == ["CLAIMED", "SUCCEEDED"]
@@ -102,20 +106,14 @@ def test_a_batch_claim_lost_with_the_database_down_is_recognised_by_the_next_del
                 s, [("T_ISOLATED_EFFECT", {"tag": f"batch-lost-{i}"}) for i in range(3)]
             )
         ]
-    original = make_url(database_url)
-    with DroppingProxy((original.host or "127.0.0.1", original.port or 5432)) as proxy:
-        url = original.set(host="127.0.0.1", port=proxy.port)
-        engine = create_db_engine(url.render_as_string(hide_password=False))
+    with through_dropping_proxy(database_url) as (proxy, engine):
         executor = Executor(engine=engine)
         proxy.arm(b"UPDATE aol_actions a SET status = 'RUNNING'", then_refuse=1)
-        try:
-            for _ in range(2):  # the lost reply, then a delivery while the database is down
-                with pytest.raises(DatabaseUnavailable):
-                    run_batch(executor, ids, "T_ISOLATED_EFFECT")
-                assert set(book.statuses(ids).values()) == {"RUNNING"}  # committed, unanswered
-            outcomes = run_batch(executor, ids, "T_ISOLATED_EFFECT")  # the message's retry
-        finally:
-            engine.dispose()
+        for _ in range(2):  # the lost reply, then a delivery while the database is down
+            with pytest.raises(DatabaseUnavailable):
+                run_batch(executor, ids, "T_ISOLATED_EFFECT")
+            assert set(book.statuses(ids).values()) == {"RUNNING"}  # committed, unanswered
+        outcomes = run_batch(executor, ids, "T_ISOLATED_EFFECT")  # the message's retry
     assert [o.kind for o in outcomes] == [OutcomeKind.SUCCEEDED] * 3, outcomes
     for action_id in ids:
         assert (book.action(action_id).status, book.action(action_id).attempts) == ("SUCCESS", 1)

@@ -15,7 +15,10 @@ import pytest
 from sqlalchemy import text
 
 from aicmo.db import get_engine, session_factory
+from aicmo.orchestration import concurrency
 from aicmo.orchestration.queue import ActionQueue
+from aicmo.orchestration.registry import registry
+from aicmo.orchestration.store import ActionStore
 from tests.conftest import Book
 from tests.support.actions import ISOLATED, KEYED_LIMIT
 from tests.support.processes import CeleryProcess, wait_for, worker
@@ -135,32 +138,50 @@ def test_a_slot_held_by_a_killed_worker_is_freed_by_the_lease_expiry(
             second.stop()
 
 
+class KeyedSlots:
+    """T_KEYED's slots claimed and released in this process, outside any worker: action N
+    claims with the token ``tokN``."""
+
+    def __init__(self, url: str) -> None:
+        self.store = ActionStore(get_engine(url))
+        self.spec = registry.get("T_KEYED")
+
+    def claim(self, action_id: int) -> concurrency.KeyedClaim:
+        return concurrency.claim(
+            self.store, self.spec, action_id, f"tok{action_id}", lease_seconds=30, skew_seconds=0
+        )
+
+    def claim_first(self, action_id: int) -> None:
+        """The key's first claim: it makes the key's slot rows, parks and is woken at once,
+        so it claims again (PostgreSQL)."""
+        if self.claim(action_id).claimed is None:
+            assert self.claim(action_id).claimed is not None
+
+    def release(self, action_id: int) -> None:
+        concurrency.release(self.store, f"tok{action_id}")
+
+
 def test_the_same_limit_on_the_embedded_sqlite_path(tmp_path: Path) -> None:
-    from aicmo.db import get_engine as engine_for
     from aicmo.migrate import upgrade
-    from aicmo.orchestration import concurrency
-    from aicmo.orchestration.registry import registry
-    from aicmo.orchestration.store import ActionStore
     from tests.support.campaigns import recording_dispatcher
 
     url = f"sqlite:///{tmp_path / 'embedded.db'}"
     upgrade(url)
-    store = ActionStore(engine_for(url))
-    spec = registry.get("T_KEYED")
+    slots = KeyedSlots(url)
     with recording_dispatcher() as sent, session_factory(url)() as s, s.begin():
         ids = [ActionQueue.enqueue_action(s, "T_KEYED", {"account": "a"}).id for _ in range(3)]
-    claims = [
-        concurrency.claim(store, spec, i, f"tok{i}", lease_seconds=30, skew_seconds=0) for i in ids
-    ]
+    claims = [slots.claim(i) for i in ids]
     assert [c.claimed is not None for c in claims] == [True, True, False]
     assert claims[2].parked and claims[2].key == "T_KEYED:account=a"
     with session_factory(url)() as s:
         status = s.execute(text("SELECT status FROM aol_actions WHERE id = :i"), {"i": ids[2]})
         assert status.scalar() == "PENDING"
     with recording_dispatcher() as sent:
-        concurrency.release(store, f"tok{ids[0]}")  # the first holder finished
+        slots.release(ids[0])  # the first holder finished
     assert [item.action_id for item in sent.sent] == [ids[2]]  # the waiter, woken
-    again = concurrency.claim(store, spec, ids[2], "tok-again", lease_seconds=30, skew_seconds=0)
+    again = concurrency.claim(
+        slots.store, slots.spec, ids[2], "tok-again", lease_seconds=30, skew_seconds=0
+    )
     assert again.claimed is not None
 
 
@@ -175,33 +196,23 @@ def test_a_cancelled_waiter_leaves_no_row_and_holds_up_no_one(
     """In this process, on PostgreSQL: two holders, two parked. Cancelling the first parked
     one deletes its waiter row, and the next release wakes the second; rows a finished or
     purged action left behind (older versions never deleted them) go at the next sweep."""
-    from aicmo.orchestration import concurrency, manager
-    from aicmo.orchestration.registry import registry
-    from aicmo.orchestration.store import ActionStore
+    from aicmo.orchestration import manager
     from tests.support.campaigns import recording_dispatcher
 
-    store = ActionStore(get_engine(database_url))
-    spec = registry.get("T_KEYED")
+    slots = KeyedSlots(database_url)
     with recording_dispatcher(), session_factory(database_url)() as s, s.begin():
         ids = [ActionQueue.enqueue_action(s, "T_KEYED", {"account": "w"}).id for _ in range(4)]
 
-    def claim(action_id: int) -> concurrency.KeyedClaim:
-        return concurrency.claim(
-            store, spec, action_id, f"tok{action_id}", lease_seconds=30, skew_seconds=0
-        )
-
     with recording_dispatcher():
-        # A key's first claim makes its slot rows, parks and is woken at once: claim again.
-        if claim(ids[0]).claimed is None:
-            assert claim(ids[0]).claimed is not None
-        claims = [claim(i) for i in ids[1:]]
+        slots.claim_first(ids[0])
+        claims = [slots.claim(i) for i in ids[1:]]
     assert [True] + [c.claimed is not None for c in claims] == [True, True, False, False]
     assert _waiters(database_url) == ids[2:]
     with session_factory(database_url)() as s, s.begin():
         manager.cancel(s, ids[2], by="test")
     assert _waiters(database_url) == [ids[3]]
     with recording_dispatcher() as sent:
-        concurrency.release(store, f"tok{ids[0]}")
+        slots.release(ids[0])
     assert [item.action_id for item in sent.sent] == [ids[3]]
     assert _waiters(database_url) == []
     # Leftovers: a cancelled action's row and one whose action is gone; a live one stays.
@@ -229,7 +240,6 @@ def test_a_slot_is_freed_with_the_success_and_a_failed_release_undoes_nothing(
     """A keyed handler that used the session frees its slot in the SUCCESS transaction (no
     slot held after the run); if that release fails, the success stands and the release
     after the run frees the slot."""
-    from aicmo.orchestration import concurrency
     from aicmo.orchestration.executor import Executor, OutcomeKind
     from tests.support.campaigns import recording_dispatcher
 

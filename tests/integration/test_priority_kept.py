@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 
 from aicmo.cli import main
-from aicmo.db import get_engine, session_scope, utcnow
+from aicmo.db import session_scope, utcnow
 from aicmo.orchestration import manager
 from aicmo.orchestration.dispatch import BULK_PRIORITY
 from aicmo.orchestration.models import AOLAction
@@ -119,27 +119,17 @@ def test_a_retry_out_of_a_bulk_batch_keeps_the_bulk_priority(
 def test_a_woken_concurrency_waiter_goes_at_its_rows_priority(database_url: str) -> None:
     """In this process: two bulk T_KEYED actions hold their account's two slots, a third
     parks; the release that wakes it sends it at the bulk priority."""
-    from aicmo.orchestration import concurrency
-    from aicmo.orchestration.registry import registry
-    from aicmo.orchestration.store import ActionStore
+    from tests.integration.test_concurrency_keys import KeyedSlots
     from tests.support.campaigns import recording_dispatcher
 
-    store = ActionStore(get_engine(database_url))
-    spec = registry.get("T_KEYED")
+    slots = KeyedSlots(database_url)
     with recording_dispatcher(), session_scope() as s:
         items = [("T_KEYED", {"account": "p"}, f"keyed-{i}") for i in range(3)]
         ids = [e.action_id for e in ActionQueue.enqueue_many(s, items, priority=BULK_PRIORITY)]
 
-    def claim(action_id: int) -> concurrency.KeyedClaim:
-        return concurrency.claim(
-            store, spec, action_id, f"tok{action_id}", lease_seconds=30, skew_seconds=0
-        )
-
     with recording_dispatcher():
-        # A key's first claim makes its slot rows, parks and is woken at once: claim again.
-        if claim(ids[0]).claimed is None:
-            assert claim(ids[0]).claimed is not None
-        assert [claim(i).claimed is not None for i in ids[1:]] == [True, False]
+        slots.claim_first(ids[0])
+        assert [slots.claim(i).claimed is not None for i in ids[1:]] == [True, False]
     with recording_dispatcher() as sent:
-        concurrency.release(store, f"tok{ids[0]}")
+        slots.release(ids[0])
     assert [(item.action_id, item.priority) for item in sent.sent] == [(ids[2], BULK_PRIORITY)]
